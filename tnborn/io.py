@@ -1,0 +1,728 @@
+"""Low-level checkpoint file format and atomic file writing.
+
+A tnborn checkpoint is a single file holding a set of named NumPy arrays and a
+JSON-serialisable metadata dictionary.  Model-level save/load is built on top
+of :func:`save_arrays` and :func:`load_arrays`; this module knows nothing about
+models.
+
+File layout
+-----------
+The file is a ZIP archive (readable without :mod:`pickle`) containing
+
+``header.json``
+    UTF-8 JSON object with the keys
+
+    - ``"format"``: always :data:`FORMAT_NAME`;
+    - ``"format_version"``: integer, :data:`FORMAT_VERSION` at writing time;
+    - ``"created_utc"``: ISO 8601 creation time in UTC;
+    - ``"metadata"``: the caller's metadata dictionary;
+    - ``"arrays"``: list, in insertion order, of one record per array with
+      ``"name"``, ``"entry"`` (archive member name), ``"dtype"`` (NumPy dtype
+      string such as ``"<c16"``), ``"shape"``, ``"nbytes"`` and ``"sha256"``
+      (hex digest of the array's C-order bytes);
+    - ``"checksum"``: SHA-256 hex digest of the canonical JSON encoding of
+      ``{"arrays": ..., "metadata": ...}``, which protects the header itself.
+
+``arrays/NNNNNN.npy``
+    One ``.npy`` file per array, written with
+    :func:`numpy.lib.format.write_array` and ``allow_pickle=False``.  Entry
+    names are numbered so that any array name (slashes, unicode, ...) is
+    allowed.
+
+All files are written atomically (temporary file in the target folder,
+``fsync``, :func:`os.replace`), so an interrupted write never leaves a partial
+file at the target path: it holds either the previous content or the new one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import pathlib
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Iterator, Mapping
+from typing import IO, Any, Union
+
+import numpy as np
+
+from tnborn.errors import CheckpointError, ConfigError
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "HEADER_ENTRY",
+    "SUPPORTED_DTYPE_KINDS",
+    "save_arrays",
+    "load_arrays",
+    "read_header",
+    "atomic_open",
+    "atomic_write_bytes",
+    "atomic_write_text",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+#: Value of the ``"format"`` field of every tnborn checkpoint header.
+FORMAT_NAME = "tnborn-checkpoint"
+#: Newest checkpoint format version this module can write and read.
+FORMAT_VERSION = 1
+#: Name of the JSON header member inside the archive.
+HEADER_ENTRY = "header.json"
+#: NumPy dtype kinds that may be stored: bool, signed/unsigned int, float, complex.
+SUPPORTED_DTYPE_KINDS = frozenset("biufc")
+
+_ARRAY_ENTRY_PREFIX = "arrays/"
+_ARRAY_RECORD_KEYS = ("name", "entry", "dtype", "shape", "nbytes", "sha256")
+
+
+# ---------------------------------------------------------------------------
+# Atomic writing
+# ---------------------------------------------------------------------------
+
+
+def _current_umask() -> int:
+    """Return the process umask (read once, at import time)."""
+    try:
+        mask = os.umask(0)
+        os.umask(mask)
+    except (AttributeError, OSError):  # pragma: no cover - exotic platforms
+        mask = 0o022
+    return mask
+
+
+_UMASK = _current_umask()
+
+
+def _fsync_directory(directory: pathlib.Path) -> None:
+    """Flush a directory entry to disk; best effort, silent where unsupported."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)
+    try:
+        fd = os.open(directory, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+@contextlib.contextmanager
+def atomic_open(
+    path: PathLike,
+    mode: str = "wb",
+    *,
+    encoding: str = "utf-8",
+    newline: str | None = None,
+) -> Iterator[IO[Any]]:
+    """Open a file for writing so that it appears at `path` all at once.
+
+    The yielded file object writes to a hidden temporary file in the same
+    folder as `path`.  When the ``with`` block exits normally the data are
+    flushed and ``fsync``-ed, the temporary file is renamed onto `path` with
+    :func:`os.replace`, and the folder is ``fsync``-ed (best effort).  When the
+    block raises, the temporary file is removed, the exception propagates, and
+    any previous file at `path` is left untouched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file.  Missing parent folders are created.
+    mode : {"wb", "w", "wt"}, default "wb"
+        Binary (``"wb"``) or text (``"w"``/``"wt"``) writing.
+    encoding : str, default "utf-8"
+        Text encoding; used in text mode only.
+    newline : str or None, optional
+        Newline translation, as for :func:`open`; text mode only.
+
+    Yields
+    ------
+    file object
+        Writable file object; do not close it inside the block.
+
+    Raises
+    ------
+    ConfigError
+        If `mode` is not one of the supported modes.
+    OSError
+        If the folder cannot be created or the file cannot be written or
+        renamed.
+
+    Notes
+    -----
+    The new file gets the permission bits of the file it replaces, or the
+    usual ``0o666 & ~umask`` if there was none.  A process killed with
+    ``SIGKILL`` mid-write may leave a ``.<name>.*.tmp`` file behind, but never
+    a partial file at `path`.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> target = pathlib.Path(tempfile.mkdtemp()) / "notes.txt"
+    >>> with atomic_open(target, "w") as fh:
+    ...     _ = fh.write("hello")
+    >>> target.read_text()
+    'hello'
+    """
+    if mode == "wb":
+        open_kwargs: dict[str, Any] = {"mode": "wb"}
+    elif mode in ("w", "wt"):
+        open_kwargs = {"mode": "w", "encoding": encoding, "newline": newline}
+    else:
+        raise ConfigError(f"atomic_open: mode must be 'wb', 'w' or 'wt', got {mode!r}")
+
+    target = pathlib.Path(os.fspath(path))
+    parent = target.parent
+    parent.mkdir(parents=True, exist_ok=True)
+
+    try:
+        new_mode = target.stat().st_mode & 0o7777
+    except OSError:
+        new_mode = 0o666 & ~_UMASK
+
+    tmp = tempfile.NamedTemporaryFile(
+        dir=parent, prefix=f".{target.name}.", suffix=".tmp", delete=False, **open_kwargs
+    )
+    tmp_name = tmp.name
+    try:
+        yield tmp
+        tmp.flush()
+        os.fsync(tmp.fileno())
+        tmp.close()
+        with contextlib.suppress(OSError, NotImplementedError):
+            os.chmod(tmp_name, new_mode)
+        os.replace(tmp_name, target)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            tmp.close()
+        _unlink_quietly(tmp_name)
+        raise
+    _fsync_directory(parent)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> pathlib.Path:
+    """Write `data` to `path` atomically (see :func:`atomic_open`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file; missing parent folders are created.
+    data : bytes-like
+        Content of the file.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
+    with atomic_open(path, "wb") as fh:
+        fh.write(data)
+    return pathlib.Path(os.fspath(path))
+
+
+def atomic_write_text(path: PathLike, text: str, *, encoding: str = "utf-8") -> pathlib.Path:
+    """Write `text` to `path` atomically (see :func:`atomic_open`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file; missing parent folders are created.
+    text : str
+        Content of the file; newlines are written as given (no translation).
+    encoding : str, default "utf-8"
+        Text encoding.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"atomic_write_text: text must be str, got {type(text).__name__}")
+    with atomic_open(path, "w", encoding=encoding, newline="") as fh:
+        fh.write(text)
+    return pathlib.Path(os.fspath(path))
+
+
+# ---------------------------------------------------------------------------
+# Validation helpers
+# ---------------------------------------------------------------------------
+
+
+def _check_metadata(value: Any, where: str, seen: set[int]) -> None:
+    """Raise CheckpointError if `value` does not round-trip through JSON."""
+    if value is None or isinstance(value, (bool, str)):
+        return
+    if isinstance(value, (int, float)):
+        # int/float subclasses (IntEnum, numpy.float64) are written as plain numbers
+        return
+    if isinstance(value, (dict, list, tuple)):
+        if id(value) in seen:
+            raise CheckpointError(f"metadata{where} contains a circular reference")
+        seen.add(id(value))
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise CheckpointError(
+                        f"metadata{where} has key {key!r} of type {type(key).__name__}; "
+                        "JSON object keys must be str"
+                    )
+                _check_metadata(item, f"{where}[{key!r}]", seen)
+        else:
+            for i, item in enumerate(value):
+                _check_metadata(item, f"{where}[{i}]", seen)
+        seen.discard(id(value))
+        return
+    hint = ""
+    if isinstance(value, (np.generic, np.ndarray)):
+        hint = "; convert NumPy values with .item() or .tolist(), or store arrays as arrays"
+    raise CheckpointError(
+        f"metadata{where} has type {type(value).__module__}.{type(value).__qualname__}, "
+        f"which is not JSON-serialisable (expected dict, list, str, int, float, bool or None){hint}"
+    )
+
+
+def _canonical_json(obj: Any) -> bytes:
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True
+    ).encode("ascii")
+
+
+def _header_checksum(array_table: list[dict[str, Any]], metadata: Mapping[str, Any]) -> str:
+    """SHA-256 over the canonical JSON of the array table and metadata."""
+    payload = _canonical_json({"arrays": array_table, "metadata": metadata})
+    return hashlib.sha256(payload).hexdigest()
+
+
+def _array_sha256(array: np.ndarray) -> str:
+    """SHA-256 of the C-order bytes of `array`."""
+    contiguous = array if array.flags.c_contiguous else np.ascontiguousarray(array)
+    if contiguous.ndim == 0:
+        contiguous = contiguous.reshape(1)
+    return hashlib.sha256(contiguous.reshape(-1).view(np.uint8)).hexdigest()
+
+
+def _is_storable(dtype: np.dtype) -> bool:
+    """Whether arrays of `dtype` can be stored without pickle and read back exactly."""
+    return not dtype.hasobject and dtype.fields is None and dtype.kind in SUPPORTED_DTYPE_KINDS
+
+
+def _prepare_array(name: Any, value: Any) -> np.ndarray:
+    if not isinstance(name, str) or not name:
+        raise CheckpointError(f"array names must be non-empty str, got {name!r}")
+    if not isinstance(value, np.ndarray):
+        raise CheckpointError(
+            f"array {name!r} must be a numpy.ndarray, got {type(value).__module__}."
+            f"{type(value).__qualname__} (convert tensors with .detach().cpu().numpy())"
+        )
+    dtype = value.dtype
+    if not _is_storable(dtype):
+        raise CheckpointError(
+            f"array {name!r} has dtype {dtype!s}, which cannot be stored; expected a bool, "
+            "integer, float or complex dtype (object arrays would need pickle)"
+        )
+    return value if value.flags.c_contiguous else np.ascontiguousarray(value)
+
+
+def _display(path: PathLike) -> str:
+    return repr(os.fspath(path))
+
+
+# ---------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------
+
+
+def save_arrays(
+    path: PathLike,
+    arrays: Mapping[str, np.ndarray],
+    metadata: Mapping[str, Any],
+    *,
+    compress: bool = False,
+) -> pathlib.Path:
+    """Write named arrays and a metadata dictionary to one checkpoint file.
+
+    The file is written atomically: a crash or exception during the write
+    leaves any previous file at `path` unchanged.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination file (conventionally with suffix ``.tnb``); missing parent
+        folders are created and an existing file is replaced.
+    arrays : Mapping[str, numpy.ndarray]
+        Arrays to store, by name.  Names are arbitrary non-empty strings.
+        Dtypes must be bool, signed/unsigned integer, float or complex; byte
+        order and values are preserved bit-exactly.  Non-contiguous arrays are
+        stored in C order.
+    metadata : Mapping[str, Any]
+        JSON-serialisable data: nested ``dict`` (with ``str`` keys), ``list``,
+        ``tuple`` (read back as ``list``), ``str``, ``int``, ``float``
+        (including ``nan``/``inf``), ``bool`` and ``None``.
+    compress : bool, default False
+        Deflate the array entries.  Slower, and usually of little use for
+        floating-point tensors.
+
+    Returns
+    -------
+    pathlib.Path
+        The path written.
+
+    Raises
+    ------
+    CheckpointError
+        If an array name, array type or dtype (e.g. ``object``) cannot be
+        stored, or if `metadata` is not JSON-serialisable.
+    OSError
+        If the file cannot be written.
+
+    See Also
+    --------
+    load_arrays, read_header
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> import numpy as np
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "ckpt.tnb"
+    >>> _ = save_arrays(p, {"w": np.eye(2)}, {"step": 3})
+    >>> arrays, meta = load_arrays(p)
+    >>> meta["step"], arrays["w"].shape
+    (3, (2, 2))
+    """
+    if not isinstance(arrays, Mapping):
+        raise CheckpointError(
+            f"arrays must be a mapping of name -> numpy.ndarray, got {type(arrays).__name__}"
+        )
+    if not isinstance(metadata, Mapping):
+        raise CheckpointError(f"metadata must be a mapping (dict), got {type(metadata).__name__}")
+    metadata = dict(metadata)
+    _check_metadata(metadata, "", set())
+    # normalise (tuples -> lists, float subclasses -> float) exactly as the
+    # reader will see it, keeping the key order
+    metadata = json.loads(json.dumps(metadata, ensure_ascii=True, allow_nan=True))
+
+    prepared: list[tuple[str, np.ndarray]] = []
+    table: list[dict[str, Any]] = []
+    for index, (name, value) in enumerate(arrays.items()):
+        array = _prepare_array(name, value)
+        entry = f"{_ARRAY_ENTRY_PREFIX}{index:06d}.npy"
+        prepared.append((entry, array))
+        table.append(
+            {
+                "name": name,
+                "entry": entry,
+                "dtype": array.dtype.str,
+                "shape": [int(n) for n in array.shape],
+                "nbytes": int(array.nbytes),
+                "sha256": _array_sha256(array),
+            }
+        )
+
+    header = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "metadata": metadata,
+        "arrays": table,
+        "checksum": _header_checksum(table, metadata),
+    }
+    header_bytes = json.dumps(header, indent=1, ensure_ascii=True, allow_nan=True).encode("ascii")
+    compression = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
+
+    with atomic_open(path, "wb") as fh:
+        with zipfile.ZipFile(fh, mode="w", compression=compression, allowZip64=True) as zf:
+            zf.writestr(HEADER_ENTRY, header_bytes, compress_type=zipfile.ZIP_DEFLATED)
+            for entry, array in prepared:
+                with zf.open(entry, mode="w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, array, allow_pickle=False)
+    return pathlib.Path(os.fspath(path))
+
+
+# ---------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------
+
+
+def _open_archive(path: PathLike) -> zipfile.ZipFile:
+    p = pathlib.Path(os.fspath(path))
+    if not p.exists():
+        raise CheckpointError(f"checkpoint file not found: {_display(path)}")
+    if p.is_dir():
+        raise CheckpointError(f"{_display(path)} is a directory, expected a tnborn checkpoint file")
+    try:
+        zf = zipfile.ZipFile(p, mode="r")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as exc:
+        size = ""
+        with contextlib.suppress(OSError):
+            size = f", {p.stat().st_size} bytes"
+        raise CheckpointError(
+            f"{_display(path)} is not a tnborn checkpoint (not a readable archive{size}: "
+            f"{exc}); the file may be truncated, corrupted or of another type"
+        ) from exc
+    return zf
+
+
+def _foreign_hint(names: list[str]) -> str:
+    if names and all(n.endswith(".npy") for n in names):
+        return "; it looks like a NumPy .npz archive"
+    if any(n.endswith("data.pkl") for n in names):
+        return "; it looks like a PyTorch checkpoint"
+    return ""
+
+
+def _parse_header(zf: zipfile.ZipFile, path: PathLike) -> dict[str, Any]:
+    names = zf.namelist()
+    if HEADER_ENTRY not in names:
+        raise CheckpointError(
+            f"{_display(path)} is not a tnborn checkpoint (archive has no {HEADER_ENTRY!r}"
+            f"{_foreign_hint(names)})"
+        )
+    try:
+        raw = zf.read(HEADER_ENTRY)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as exc:
+        raise CheckpointError(f"{_display(path)}: checkpoint header is corrupted ({exc})") from exc
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{_display(path)} is not a tnborn checkpoint "
+            f"({HEADER_ENTRY} is not valid UTF-8 JSON: {exc})"
+        ) from exc
+    if not isinstance(header, dict):
+        raise CheckpointError(
+            f"{_display(path)} is not a tnborn checkpoint ({HEADER_ENTRY} must hold a JSON "
+            f"object, found {type(header).__name__})"
+        )
+
+    fmt = header.get("format")
+    if fmt != FORMAT_NAME:
+        raise CheckpointError(
+            f"{_display(path)} is not a tnborn checkpoint (header format is {fmt!r}, "
+            f"expected {FORMAT_NAME!r})"
+        )
+    version = header.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(
+            f"{_display(path)}: invalid checkpoint format version {version!r} "
+            "(expected a positive integer)"
+        )
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{_display(path)} was written by a newer tnborn (format version {version} > "
+            f"{FORMAT_VERSION}); upgrade tnborn to read it"
+        )
+
+    _validate_header_structure(header, path)
+    expected = _header_checksum(header["arrays"], header["metadata"])
+    if header["checksum"] != expected:
+        raise CheckpointError(
+            f"{_display(path)}: checkpoint header checksum mismatch (stored "
+            f"{header['checksum']!r}, computed {expected!r}); the header is corrupted or was edited"
+        )
+    return header
+
+
+def _validate_header_structure(header: dict[str, Any], path: PathLike) -> None:
+    def bad(what: str) -> CheckpointError:
+        return CheckpointError(f"{_display(path)}: malformed checkpoint header: {what}")
+
+    if not isinstance(header.get("metadata"), dict):
+        raise bad("'metadata' must be a JSON object")
+    if not isinstance(header.get("checksum"), str):
+        raise bad("'checksum' must be a string")
+    table = header.get("arrays")
+    if not isinstance(table, list):
+        raise bad("'arrays' must be a list")
+    names: set[str] = set()
+    entries: set[str] = set()
+    for i, rec in enumerate(table):
+        if not isinstance(rec, dict) or any(k not in rec for k in _ARRAY_RECORD_KEYS):
+            raise bad(f"array record {i} must be an object with keys {list(_ARRAY_RECORD_KEYS)}")
+        name, entry = rec["name"], rec["entry"]
+        if not isinstance(name, str) or not name:
+            raise bad(f"array record {i} has invalid name {name!r}")
+        if not isinstance(entry, str) or entry == HEADER_ENTRY or not entry:
+            raise bad(f"array {name!r} has invalid entry {entry!r}")
+        if name in names:
+            raise bad(f"array name {name!r} appears twice")
+        if entry in entries:
+            raise bad(f"archive entry {entry!r} is used by two arrays")
+        names.add(name)
+        entries.add(entry)
+        shape = rec["shape"]
+        if not isinstance(shape, list) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape
+        ):
+            raise bad(
+                f"array {name!r} has invalid shape {shape!r} (expected a list of non-negative ints)"
+            )
+        try:
+            dtype = np.dtype(rec["dtype"]) if isinstance(rec["dtype"], str) else None
+        except (TypeError, ValueError):
+            dtype = None
+        if dtype is None or not _is_storable(dtype):
+            raise bad(f"array {name!r} has unsupported dtype {rec['dtype']!r}")
+        nbytes = rec["nbytes"]
+        if (
+            not isinstance(nbytes, int)
+            or isinstance(nbytes, bool)
+            or nbytes != math.prod(shape) * dtype.itemsize
+        ):
+            raise bad(
+                f"array {name!r}: nbytes {nbytes!r} does not match dtype {dtype.str} "
+                f"and shape {shape}"
+            )
+        sha = rec["sha256"]
+        if not isinstance(sha, str) or len(sha) != 64:
+            raise bad(f"array {name!r} has invalid sha256 {sha!r}")
+
+
+def read_header(path: PathLike) -> dict[str, Any]:
+    """Read and validate only the header of a checkpoint.
+
+    Cheap even for large checkpoints: array data are not read.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Checkpoint file written by :func:`save_arrays`.
+
+    Returns
+    -------
+    dict
+        The parsed header: ``format``, ``format_version``, ``created_utc``,
+        ``metadata``, ``arrays`` (list of ``name``/``entry``/``dtype``/
+        ``shape``/``nbytes``/``sha256`` records) and ``checksum``.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, not a readable archive, has no or an invalid
+        header, is of another format, is from a newer format version, or the
+        header checksum does not match.
+    """
+    with _open_archive(path) as zf:
+        return _parse_header(zf, path)
+
+
+def _read_member_array(zf: zipfile.ZipFile, rec: dict[str, Any], path: PathLike) -> np.ndarray:
+    name, entry = rec["name"], rec["entry"]
+    info = zf.getinfo(entry)
+    if info.file_size < rec["nbytes"]:
+        raise CheckpointError(
+            f"{_display(path)}: array {name!r} is truncated (archive entry holds {info.file_size} "
+            f"bytes, header says {rec['nbytes']} bytes of data)"
+        )
+    try:
+        with zf.open(entry, mode="r") as member:
+            array = np.lib.format.read_array(member, allow_pickle=False)
+            # consume the rest so that zipfile verifies the CRC-32 of the entry
+            trailing = member.read(1)
+    except (zipfile.BadZipFile, zlib.error) as exc:
+        raise CheckpointError(
+            f"{_display(path)}: array {name!r} is corrupted (archive integrity check failed: {exc})"
+        ) from exc
+    except (EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{_display(path)}: array {name!r} is truncated or corrupted and could not be "
+            f"read ({exc})"
+        ) from exc
+    if trailing:
+        raise CheckpointError(
+            f"{_display(path)}: array {name!r} entry has unexpected trailing data"
+        )
+
+    expected_dtype = np.dtype(rec["dtype"])
+    expected_shape = tuple(rec["shape"])
+    if array.dtype != expected_dtype or array.dtype.str != expected_dtype.str:
+        raise CheckpointError(
+            f"{_display(path)}: array {name!r} has dtype {array.dtype.str!r} in the archive, "
+            f"but the header expects {expected_dtype.str!r}"
+        )
+    if array.shape != expected_shape:
+        raise CheckpointError(
+            f"{_display(path)}: array {name!r} has shape {array.shape} in the archive, "
+            f"but the header expects shape {expected_shape}"
+        )
+    if not array.flags.c_contiguous:
+        array = np.ascontiguousarray(array)
+    digest = _array_sha256(array)
+    if digest != rec["sha256"]:
+        raise CheckpointError(
+            f"{_display(path)}: array {name!r} is corrupted (sha256 checksum mismatch: "
+            f"expected {rec['sha256']}, got {digest})"
+        )
+    return array
+
+
+def load_arrays(
+    path: PathLike, map_location: Any = None
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read and verify a checkpoint written by :func:`save_arrays`.
+
+    Every array is checked against the header (dtype, shape, SHA-256 of its
+    bytes) and the header against its own checksum.  No pickle is used.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Checkpoint file.
+    map_location : optional
+        Accepted for symmetry with model-level loaders, which use it to place
+        tensors on a device.  Arrays are always returned as host NumPy arrays,
+        so this argument has no effect here.
+
+    Returns
+    -------
+    arrays : dict[str, numpy.ndarray]
+        The arrays, by name, in the order they were saved, with the saved
+        dtype (including byte order) and shape.
+    metadata : dict
+        The metadata dictionary (tuples come back as lists).
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, truncated, not a readable archive, of another
+        format, from a newer format version, lacks or has extra array entries,
+        or if a dtype, shape or checksum does not match the header.
+
+    See Also
+    --------
+    save_arrays, read_header
+    """
+    del map_location  # numpy arrays live on the host; see docstring
+    with _open_archive(path) as zf:
+        header = _parse_header(zf, path)
+        names = zf.namelist()
+        if len(names) != len(set(names)):
+            dups = sorted({n for n in names if names.count(n) > 1})
+            raise CheckpointError(f"{_display(path)}: archive has duplicate entries {dups}")
+        listed = {rec["entry"]: rec["name"] for rec in header["arrays"]}
+        present = set(names) - {HEADER_ENTRY}
+        missing = [f"{listed[e]!r} ({e})" for e in listed if e not in present]
+        if missing:
+            raise CheckpointError(
+                f"{_display(path)}: array(s) {', '.join(missing)} listed in the header are "
+                "missing from the archive"
+            )
+        extra = sorted(present - set(listed))
+        if extra:
+            raise CheckpointError(
+                f"{_display(path)}: archive entries {extra} are not listed in the checkpoint header"
+            )
+        arrays = {rec["name"]: _read_member_array(zf, rec, path) for rec in header["arrays"]}
+    return arrays, header["metadata"]
