@@ -1,0 +1,10 @@
+"""Built-in geometries; importing this package registers them.
+
+To add a geometry, write one module here whose class subclasses
+:class:`tnborn.interface.BornMachine` and is decorated with
+:func:`tnborn.registry.register_geometry`, then import it below.
+"""
+
+from .mps import MPSBornMachine
+
+__all__ = ["MPSBornMachine"]

@@ -1,0 +1,501 @@
+"""Matrix product state Born machine (Han, Wang, Fan, Wang, Zhang, PRX 8, 031012).
+
+``psi(x) = A_1[x_1] A_2[x_2] ... A_N[x_N]`` on an open chain, held in a quimb
+:class:`~quimb.tensor.MatrixProductState` with torch arrays. Nodes are the
+site numbers ``0 .. N-1``; variable ``i`` lives on site ``i``.
+
+Fast exact paths over the generic ones of :class:`~tnborn.interface.BornMachine`:
+left-to-right log-amplitudes with per-site rescaling, ``log Z`` from the
+canonical centre, and a zipper sampler (unconditional and conditional) in
+right-canonical form.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import quimb.tensor as qtn
+import torch
+
+from ..backend import make_generator, resolve_device, resolve_dtype
+from ..errors import ConfigError, NumericalError
+from ..interface import BornMachine, draw_categorical
+from ..registry import register_geometry
+
+__all__ = ["MPSBornMachine", "random_mps_arrays"]
+
+
+def _max_bond_at(k: int, n: int, bond_dim: int, d: int) -> int:
+    """Largest useful dimension of bond ``k`` (between sites k and k+1)."""
+    left = d ** min(k + 1, 60)
+    right = d ** min(n - k - 1, 60)
+    return int(min(bond_dim, left, right))
+
+
+def random_mps_arrays(
+    num_variables: int,
+    bond_dim: int = 2,
+    phys_dim: int = 2,
+    seed: int | None = 0,
+    dtype: torch.dtype = torch.float64,
+) -> list[torch.Tensor]:
+    """Random normalised MPS site arrays ``(D_l, d, D_r)`` in left-canonical form.
+
+    Entries are drawn i.i.d. normal (real and imaginary parts for complex
+    dtypes) in float64, then the chain is brought to left-canonical form by
+    QR from left to right, normalising the carried factor at every step, so
+    nothing under- or overflows at any length; the last site is the centre,
+    with unit norm, so ``Z = 1``.
+
+    Parameters
+    ----------
+    num_variables : int
+        Number of sites ``N >= 2``.
+    bond_dim : int
+        Bond dimension (capped at the exact maximum ``min(d^k, d^(N-k))``).
+    phys_dim : int
+        Physical dimension ``d``.
+    seed : int or None
+        Seed of the CPU generator.
+    dtype : torch.dtype
+        Dtype of the returned arrays.
+
+    Returns
+    -------
+    list of torch.Tensor
+        ``N`` CPU arrays, site ``k`` of shape ``(D_{k-1}, d, D_k)`` with
+        ``D_{-1} = D_{N-1} = 1``.
+    """
+    n, d = int(num_variables), int(phys_dim)
+    gen = make_generator(seed)
+    dims = [1] + [_max_bond_at(k, n, bond_dim, d) for k in range(n - 1)] + [1]
+    complex_ = dtype.is_complex
+    arrays = []
+    for k in range(n):
+        shape = (dims[k], d, dims[k + 1])
+        a = torch.randn(shape, generator=gen, dtype=torch.float64)
+        if complex_:
+            a = torch.complex(a, torch.randn(shape, generator=gen, dtype=torch.float64))
+        arrays.append(a)
+    carry = None
+    for k in range(n):
+        a = arrays[k]
+        if carry is not None:
+            a = torch.tensordot(carry, a, dims=([1], [0]))
+        if k == n - 1:
+            arrays[k] = a / torch.linalg.vector_norm(a)
+            break
+        dl, _, dr = a.shape
+        q, r = torch.linalg.qr(a.reshape(dl * d, dr))
+        arrays[k] = q.reshape(dl, d, q.shape[1])
+        carry = r / torch.linalg.vector_norm(r)
+    return [a.to(dtype) for a in arrays]
+
+
+@register_geometry("mps")
+class MPSBornMachine(BornMachine):
+    """Born machine on an open-chain matrix product state.
+
+    Parameters
+    ----------
+    arrays : sequence of torch.Tensor
+        Site arrays of shape ``(D_{k-1}, d, D_k)`` with ``D_{-1} = D_{N-1} = 1``.
+    center : int, optional
+        The orthogonality centre if the arrays are in mixed-canonical form
+        around it (not checked), else ``None``.
+
+    See Also
+    --------
+    MPSBornMachine.random : the usual constructor.
+    """
+
+    geometry = "mps"
+    is_tree = True
+
+    def __init__(self, arrays: Sequence[torch.Tensor], center: int | None = None):
+        arrays = list(arrays)
+        if len(arrays) < 2:
+            raise ConfigError(f"an MPS Born machine needs at least 2 variables, got {len(arrays)}")
+        d = int(arrays[0].shape[1])
+        super().__init__(phys_dim=d)
+        for k, a in enumerate(arrays):
+            if a.ndim != 3 or a.shape[1] != d:
+                raise ConfigError(f"site {k}: expected a (D_left, {d}, D_right) array, got {tuple(a.shape)}")
+            if k > 0 and a.shape[0] != arrays[k - 1].shape[2]:
+                raise ConfigError(f"bond {k - 1}: dimensions {arrays[k - 1].shape[2]} and {a.shape[0]} differ")
+        if arrays[0].shape[0] != 1 or arrays[-1].shape[2] != 1:
+            raise ConfigError("the end sites must have outer bond dimension 1")
+        quimb_arrays = [arrays[0][0]] + list(arrays[1:-1]) + [arrays[-1][:, :, 0]]
+        self._mps = qtn.MatrixProductState(quimb_arrays, shape="lpr")
+        n = len(arrays)
+        self._tensors = [self._mps[self._mps.site_tag(k)] for k in range(n)]
+        self._bonds = [self._mps.bond(k, k + 1) for k in range(n - 1)]
+        self._phys = [self._mps.site_ind(k) for k in range(n)]
+        self._center = center
+
+    # ----------------------------------------------------------- construction
+    @classmethod
+    def random(
+        cls,
+        num_variables: int,
+        bond_dim: int = 2,
+        phys_dim: int = 2,
+        seed: int | None = 0,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+    ) -> "MPSBornMachine":
+        """A random normalised MPS Born machine (centre on the last site).
+
+        Parameters
+        ----------
+        num_variables : int
+            Number of variables ``N >= 2``.
+        bond_dim : int
+            Initial bond dimension (the authors use 2).
+        phys_dim : int
+            Values per variable (2 for binary data).
+        seed : int or None
+            Seed of the initialisation.
+        dtype : str or torch.dtype, optional
+            ``"float64"`` (default), ``"float32"``, ``"complex64"``, ``"complex128"``.
+        device : str or torch.device, optional
+            ``"cpu"`` (default), ``"cuda"``, ``"auto"``.
+
+        Returns
+        -------
+        MPSBornMachine
+            The machine, mixed-canonical around site ``N-1`` with ``Z = 1``.
+        """
+        n = int(num_variables)
+        if n < 2:
+            raise ConfigError(f"num_variables must be >= 2, got {num_variables}")
+        if int(bond_dim) < 1:
+            raise ConfigError(f"bond_dim must be >= 1, got {bond_dim}")
+        if int(phys_dim) < 2:
+            raise ConfigError(f"phys_dim must be >= 2, got {phys_dim}")
+        dt = resolve_dtype(dtype)
+        dev = resolve_device(device)
+        arrays = random_mps_arrays(n, int(bond_dim), int(phys_dim), seed, dt)
+        return cls([a.to(dev) for a in arrays], center=n - 1)
+
+    def config(self) -> dict[str, Any]:
+        """Construction parameters (for checkpoints)."""
+        return {"num_variables": self.num_variables, "phys_dim": self.phys_dim}
+
+    @classmethod
+    def from_arrays(cls, arrays: Sequence[torch.Tensor], config: dict[str, Any]) -> "MPSBornMachine":
+        """Rebuild from site arrays as returned by :meth:`arrays`.
+
+        Parameters
+        ----------
+        arrays : sequence of torch.Tensor
+            Node arrays in :meth:`nodes` order, with quimb's index order.
+        config : dict
+            From :meth:`config`.
+
+        Returns
+        -------
+        MPSBornMachine
+            The machine (centre unknown until set by the caller).
+        """
+        n = int(config.get("num_variables", len(arrays)))
+        if len(arrays) != n:
+            raise ConfigError(f"expected {n} site arrays, got {len(arrays)}")
+        sites = []
+        for k, a in enumerate(arrays):
+            if k == 0:
+                a = a.reshape(1, *a.shape) if a.ndim == 2 else a
+            elif k == n - 1:
+                a = a.reshape(*a.shape, 1) if a.ndim == 2 else a
+            sites.append(a)
+        return cls(sites)
+
+    # ----------------------------------------------------------- structure
+    @property
+    def tn(self) -> qtn.MatrixProductState:
+        """The quimb :class:`~quimb.tensor.MatrixProductState` (torch arrays)."""
+        return self._mps
+
+    @property
+    def num_variables(self) -> int:
+        """Number of sites."""
+        return len(self._tensors)
+
+    def nodes(self) -> tuple[int, ...]:
+        """Site numbers ``0 .. N-1``."""
+        return tuple(range(len(self._tensors)))
+
+    def neighbours(self, node: int) -> tuple[int, ...]:
+        """Adjacent sites."""
+        n = len(self._tensors)
+        return tuple(k for k in (node - 1, node + 1) if 0 <= k < n)
+
+    def node_tensor(self, node: int) -> qtn.Tensor:
+        """The quimb tensor of site ``node``."""
+        return self._tensors[node]
+
+    def bond_index(self, u: int, v: int) -> str:
+        """Name of the bond between adjacent sites."""
+        if abs(u - v) != 1:
+            raise ConfigError(f"sites {u} and {v} are not neighbours")
+        return self._bonds[min(u, v)]
+
+    def variable_index(self, var: int) -> str:
+        """Physical index of variable ``var`` (``'k{var}'``)."""
+        return self._phys[var]
+
+    def variable_node(self, var: int) -> int:
+        """Site of variable ``var``."""
+        return var
+
+    def node_variables(self, node: int) -> tuple[int, ...]:
+        """Variables on site ``node``: just ``(node,)``."""
+        return (node,)
+
+    def edges(self) -> list[tuple[int, int]]:
+        """Bonds ``(k, k+1)``."""
+        return [(k, k + 1) for k in range(len(self._tensors) - 1)]
+
+    def bond_dims(self) -> list[int]:
+        """Dimension of every bond, left to right."""
+        return [int(self._tensors[k].ind_size(b)) for k, b in enumerate(self._bonds)]
+
+    def site_arrays(self) -> list[torch.Tensor]:
+        """Site arrays reshaped to ``(D_l, d, D_r)`` (views of the live data)."""
+        out = []
+        n = len(self._tensors)
+        for k, t in enumerate(self._tensors):
+            inds = t.inds
+            order = []
+            if k > 0:
+                order.append(inds.index(self._bonds[k - 1]))
+            order.append(inds.index(self._phys[k]))
+            if k < n - 1:
+                order.append(inds.index(self._bonds[k]))
+            a = t.data.permute(*order)
+            if k == 0:
+                a = a.unsqueeze(0)
+            if k == n - 1:
+                a = a.unsqueeze(-1)
+            out.append(a)
+        return out
+
+    # ----------------------------------------------------------- sweeps
+    def sweep_schedule(self) -> list[list[tuple[int, int]]]:
+        """Leftward bonds ``N-2 .. 1`` then rightward bonds ``0 .. N-3``.
+
+        A leftward step on bond ``k`` is ``(k+1, k)`` (centre ends on ``k``), a
+        rightward one ``(k, k+1)``: ``2(N-2)`` updates per loop, as in the paper.
+        For ``N = 2`` the only bond is updated once per half-sweep.
+        """
+        n = len(self._tensors)
+        if n == 2:
+            return [[(1, 0)], [(0, 1)]]
+        left = [(k + 1, k) for k in range(n - 2, 0, -1)]
+        right = [(k, k + 1) for k in range(0, n - 2)]
+        return [left, right]
+
+    def move_center(self, node: int) -> None:
+        """Move the orthogonality centre to site ``node`` with quimb's canonize.
+
+        Parameters
+        ----------
+        node : int
+            The new centre.
+        """
+        if self._center == node:
+            return
+        cur = "calc" if self._center is None else self._center
+        self._mps.canonize(node, cur_orthog=cur)
+        self._center = node
+
+    def normalize(self) -> None:
+        """Rescale to ``Z = 1`` (moves the centre to the last site if unknown)."""
+        if self._center is None:
+            self.move_center(len(self._tensors) - 1)
+        t = self._tensors[self._center]
+        t.modify(data=t.data / torch.linalg.vector_norm(t.data))
+
+    # ----------------------------------------------------------- probabilities
+    def log_norm(self) -> torch.Tensor:
+        """``log Z``: from the centre tensor when canonical, else by transfer matrices."""
+        if self._center is not None:
+            c = self._tensors[self._center].data
+            return 2.0 * torch.log(torch.linalg.vector_norm(c)).to(c.real.dtype)
+        env = None
+        log = torch.zeros((), dtype=self.dtype.to_real() if self.dtype.is_complex else self.dtype,
+                          device=self.device)
+        for a in self.site_arrays():
+            if env is None:
+                env = torch.einsum("isj,isk->jk", a, a.conj())
+            else:
+                env = torch.einsum("ab,asj,bsk->jk", env, a, a.conj())
+            scale = env.abs().amax()
+            env = env / scale
+            log = log + torch.log(scale)
+        return log + torch.log(env.real.reshape(()))
+
+    def log_amplitude(self, x: Any, chunk_size: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-to-right log-amplitudes with per-site rescaling (exact, batched).
+
+        Parameters
+        ----------
+        x : array_like
+            ``(batch, N)`` configurations.
+        chunk_size : int
+            Configurations processed at once (bounds memory).
+
+        Returns
+        -------
+        log_abs, phase : torch.Tensor
+            As in :meth:`BornMachine.log_amplitude`.
+        """
+        xt = self.as_configurations(x)
+        outs = [self._log_amplitude_chain(xt[s : s + chunk_size]) for s in range(0, xt.shape[0], chunk_size)]
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    def _log_amplitude_chain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = x.shape[0]
+        rows = torch.arange(b, device=x.device)
+        sites = self.site_arrays()
+        real = self.dtype.to_real() if self.dtype.is_complex else self.dtype
+        log = torch.zeros(b, dtype=real, device=self.device)
+        m = sites[0][0][x[:, 0]]  # (B, D1)
+        for k in range(1, len(sites)):
+            scale = m.abs().amax(dim=1)
+            safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+            log = log + torch.log(scale)
+            m = m / safe[:, None].to(m.dtype)
+            a = sites[k]
+            dl, d, dr = a.shape
+            y = (m @ a.reshape(dl, d * dr)).reshape(b, d, dr)
+            m = y[rows, x[:, k]]
+        m = m[:, 0]
+        mag = m.abs()
+        log_abs = log + torch.log(mag)
+        phase = m / torch.where(mag > 0, mag, torch.ones_like(mag)).to(m.dtype)
+        return log_abs, phase
+
+    # ----------------------------------------------------------- sampling
+    def _canonical_sites(self) -> list[torch.Tensor]:
+        """Copies of the site arrays, right-canonical with a unit-norm centre at site 0."""
+        mps = self._mps.copy()
+        cur = "calc" if self._center is None else self._center
+        mps.canonize(0, cur_orthog=cur)
+        tmp = MPSBornMachine.__new__(MPSBornMachine)
+        tmp._mps = mps
+        n = len(self._tensors)
+        tmp._tensors = [mps[mps.site_tag(k)] for k in range(n)]
+        tmp._bonds = list(self._bonds)
+        tmp._phys = list(self._phys)
+        sites = tmp.site_arrays()
+        sites[0] = sites[0] / torch.linalg.vector_norm(sites[0])
+        return sites
+
+    def _right_environments(
+        self, sites: list[torch.Tensor], x: torch.Tensor, known: torch.Tensor
+    ) -> list[torch.Tensor | None]:
+        """Doubled right environments ``R_k`` (rows, D_k, D_k) of the part right of site k.
+
+        Known variables are projected on their values, free ones traced. With
+        right-canonical sites, ``R_k`` is the identity (returned as ``None``)
+        right of the last known variable.
+        """
+        n = len(sites)
+        envs: list[torch.Tensor | None] = [None] * n
+        known_any = known.any(dim=0)
+        idx = torch.nonzero(known_any)
+        if idx.numel() == 0:
+            return envs
+        last = int(idx.max())
+        b = x.shape[0]
+        d = self.phys_dim
+        env = None  # identity
+        for k in range(last - 1, -1, -1):
+            a = sites[k + 1]
+            dl, _, dr = a.shape
+            if env is None:
+                env = torch.eye(dr, dtype=a.dtype, device=a.device).expand(b, dr, dr)
+            new = torch.zeros((b, dl, dl), dtype=a.dtype, device=a.device)
+            for s in range(d):
+                a_s = a[:, s, :]
+                term = torch.einsum("ij,bjk,lk->bil", a_s, env, a_s.conj())
+                w = (~known[:, k + 1]) | (x[:, k + 1] == s)
+                new = new + term * w[:, None, None].to(term.dtype)
+            scale = new.abs().amax(dim=(1, 2))
+            env = new / torch.where(scale > 0, scale, torch.ones_like(scale))[:, None, None].to(new.dtype)
+            envs[k] = env
+        return envs
+
+    def _sample_free(
+        self, x: torch.Tensor, known: torch.Tensor, gen: torch.Generator, chunk_bytes: int = 2**28
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zipper sampler: exact, left to right, batched; conditional when ``known`` is set."""
+        sites = self._canonical_sites()
+        x = x.clone()
+        out_logp = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+        if bool(known.any()):
+            # environments depend only on the known part: compute once per distinct row
+            key = torch.where(known, x, torch.full_like(x, -1))
+            uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
+            per_row = sum(a.shape[2] ** 2 for a in sites) * sites[0].element_size()
+            step = max(1, int(chunk_bytes // max(per_row, 1)))
+            for start in range(0, uniq.shape[0], step):
+                sel = torch.nonzero((inverse >= start) & (inverse < start + step)).squeeze(1)
+                ukey = uniq[start : start + step]
+                envs = self._right_environments(sites, ukey.clamp_min(0), ukey >= 0)
+                local = inverse[sel] - start
+                xs, lp = self._zipper(sites, x[sel], known[sel], envs, local, gen)
+                x[sel] = xs
+                out_logp[sel] = lp
+            return x, out_logp
+        envs = [None] * len(sites)
+        return self._zipper(sites, x, known, envs, None, gen)
+
+    def _zipper(self, sites, x, known, envs, env_rows, gen):
+        b = x.shape[0]
+        rows = torch.arange(b, device=x.device)
+        logp = torch.zeros(b, dtype=torch.float64, device=x.device)
+        m = torch.ones((b, 1), dtype=sites[0].dtype, device=x.device)
+        for k, a in enumerate(sites):
+            dl, d, dr = a.shape
+            y = (m @ a.reshape(dl, d * dr)).reshape(b, d, dr)
+            env = envs[k]
+            if env is None or k == len(sites) - 1:
+                w = (y.abs() ** 2).sum(dim=2)
+            else:
+                r = env[env_rows]
+                w = torch.einsum("bsi,bij,bsj->bs", y, r, y.conj()).real
+            free = ~known[:, k]
+            vals, lp = draw_categorical(w.clamp_min(0), free, gen)
+            x[:, k] = torch.where(free, vals, x[:, k])
+            logp = logp + lp
+            m = y[rows, x[:, k]]
+            scale = m.abs().amax(dim=1)
+            if bool((scale == 0).any()):
+                raise NumericalError("a configuration reached zero amplitude during sampling")
+            m = m / scale[:, None].to(m.dtype)
+        return x, logp
+
+    # ----------------------------------------------------------- diagnostics
+    def entanglement_entropies(self) -> list[float]:
+        """Von Neumann entropy (nats) of the normalised state across every bond.
+
+        Returns
+        -------
+        list of float
+            ``N-1`` entropies, bond ``k`` between sites ``k`` and ``k+1``.
+        """
+        sites = self._canonical_sites()
+        out = []
+        carry = None
+        for k in range(len(sites) - 1):
+            a = sites[k] if carry is None else torch.tensordot(carry, sites[k], dims=([1], [0]))
+            dl, d, dr = a.shape
+            u, s, vh = torch.linalg.svd(a.reshape(dl * d, dr), full_matrices=False)
+            p = (s / torch.linalg.vector_norm(s)) ** 2
+            p = p[p > 0]
+            out.append(float(-(p * torch.log(p)).sum()))
+            carry = s[:, None].to(vh.dtype) * vh
+        return out

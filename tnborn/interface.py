@@ -1,0 +1,870 @@
+"""The geometry-agnostic Born machine interface: read this module first.
+
+A Born machine is a tensor network ``psi`` with one physical index per
+variable; it defines ``P(x) = |psi(x)|^2 / Z`` with ``Z = sum_x |psi(x)|^2``.
+Every geometry (matrix product state, tree, PEPS ...) is a subclass of
+:class:`BornMachine` holding a quimb tensor network whose arrays are torch
+tensors. The network is seen as a graph of *nodes* (hashable keys, one tensor
+each) joined by virtual bonds; physical indices hang off some nodes.
+
+What a geometry must supply (the abstract methods) is only its structure:
+
+- :attr:`~BornMachine.tn`, :meth:`~BornMachine.nodes`,
+  :meth:`~BornMachine.neighbours`, :meth:`~BornMachine.node_tensor`,
+  :meth:`~BornMachine.bond_index`, :meth:`~BornMachine.variable_index`,
+  :meth:`~BornMachine.variable_node`;
+- its construction parameters :meth:`~BornMachine.config` and
+  :meth:`~BornMachine.from_arrays` (used by checkpoints);
+- for the two-site sweep trainer (geometries whose graph is a tree):
+  :meth:`~BornMachine.sweep_schedule` and :meth:`~BornMachine.move_center`.
+
+Everything else has an exact generic implementation here, written against
+that structure: log-amplitudes and log-probabilities by a log-scaled batched
+contraction of the network (batch as a shared hyper-index, cotengra paths
+cached per shape), the log-norm, exact sampling and conditional sampling by
+sequential marginals, the two-site merge and SVD split through quimb. A
+geometry overrides a method only where it has a faster exact path, and the
+test suite checks the fast path against the generic one.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import quimb.tensor as qtn
+import torch
+
+from .backend import dtype_name, is_complex, resolve_device, resolve_dtype, to_numpy
+from .contraction import contract_log_scaled, onehot
+from .data import validate_binary
+from .errors import ConfigError, DataError, NumericalError
+
+__all__ = [
+    "BornMachine",
+    "TwoSiteBlock",
+    "SplitInfo",
+    "Node",
+]
+
+Node = Hashable
+_BATCH = "__batch__"
+
+
+@dataclass
+class TwoSiteBlock:
+    """Two neighbouring tensors merged into one, ready for a local update.
+
+    Attributes
+    ----------
+    nodes : tuple
+        The two merged nodes ``(u, v)``.
+    data : torch.Tensor
+        The merged tensor.
+    inds : tuple of str
+        Index names of ``data``.
+    left_inds : tuple of str
+        The indices that belonged to ``u`` (they go left in the split).
+    bond : str
+        Name of the bond index that joined ``u`` and ``v`` (reused by the split).
+    physical : dict
+        Physical index name -> variable number, for the physical indices of
+        the block.
+    virtual : dict
+        Virtual index name -> ``(outside_node, inside_node)``: the environment
+        on that index is the message from ``outside_node`` into the block.
+    """
+
+    nodes: tuple[Node, Node]
+    data: torch.Tensor
+    inds: tuple[str, ...]
+    left_inds: tuple[str, ...]
+    bond: str
+    physical: dict[str, int]
+    virtual: dict[str, tuple[Node, Node]]
+
+
+@dataclass
+class SplitInfo:
+    """What a truncated SVD split did.
+
+    Attributes
+    ----------
+    bond_dim : int
+        Bond dimension kept.
+    max_discarded : float
+        Largest discarded singular value divided by the largest one (0 if
+        nothing was discarded).
+    discarded_weight : float
+        Sum of squared discarded singular values over the total.
+    singular_values : torch.Tensor
+        The kept singular values, normalised to unit 2-norm.
+    """
+
+    bond_dim: int
+    max_discarded: float
+    discarded_weight: float
+    singular_values: torch.Tensor = field(repr=False)
+
+
+class BornMachine(abc.ABC):
+    """Abstract tensor-network Born machine ``P(x) = |psi(x)|^2 / Z``.
+
+    Subclasses register themselves with :func:`tnborn.registry.register_geometry`
+    and implement the structural methods listed in the module docstring.
+    """
+
+    #: Registry name of the geometry (``"mps"``, ``"tree"`` ...).
+    geometry: ClassVar[str] = ""
+    #: Whether the graph of nodes is a tree, so that the two-site sweep
+    #: trainer, the canonical form and message-passing environments apply.
+    is_tree: ClassVar[bool] = False
+
+    def __init__(self, phys_dim: int = 2):
+        self.phys_dim = int(phys_dim)
+        self._center: Node | None = None
+
+    # ------------------------------------------------------------------ #
+    # structure: what a geometry must say about itself
+    # ------------------------------------------------------------------ #
+    @property
+    @abc.abstractmethod
+    def tn(self) -> qtn.TensorNetwork:
+        """The underlying quimb tensor network (torch arrays)."""
+
+    @property
+    @abc.abstractmethod
+    def num_variables(self) -> int:
+        """Number of variables ``N`` (physical indices)."""
+
+    @abc.abstractmethod
+    def nodes(self) -> tuple[Node, ...]:
+        """All node keys, in a fixed order (used for checkpoints)."""
+
+    @abc.abstractmethod
+    def neighbours(self, node: Node) -> tuple[Node, ...]:
+        """Nodes joined to ``node`` by a virtual bond."""
+
+    @abc.abstractmethod
+    def node_tensor(self, node: Node) -> qtn.Tensor:
+        """The quimb tensor of ``node`` (the live one, not a copy)."""
+
+    @abc.abstractmethod
+    def bond_index(self, u: Node, v: Node) -> str:
+        """Name of the virtual index joining neighbours ``u`` and ``v``."""
+
+    @abc.abstractmethod
+    def variable_index(self, var: int) -> str:
+        """Name of the physical index of variable ``var``."""
+
+    @abc.abstractmethod
+    def variable_node(self, var: int) -> Node:
+        """The node carrying the physical index of variable ``var``."""
+
+    @abc.abstractmethod
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable construction parameters (for checkpoints)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_arrays(
+        cls, arrays: Sequence[torch.Tensor], config: dict[str, Any]
+    ) -> "BornMachine":
+        """Rebuild a machine from its node arrays (in :meth:`nodes` order) and config."""
+
+    def sweep_schedule(self) -> list[list[tuple[Node, Node]]]:
+        """The two-site sweep of this geometry, as half-sweeps of steps.
+
+        Each step ``(source, target)`` names two neighbouring nodes: they are
+        merged, updated and split, and the canonical centre ends on
+        ``target``. Consecutive steps share the node the centre is on, so the
+        centre walks along the graph. A *loop* is the concatenation of all
+        half-sweeps.
+
+        Returns
+        -------
+        list of list of (node, node)
+            The half-sweeps.
+        """
+        raise NotImplementedError(
+            f"geometry {self.geometry!r} has no two-site sweep; train it with GradientTrainer"
+        )
+
+    def move_center(self, node: Node) -> None:
+        """Move the orthogonality centre to ``node`` by exact gauge moves (QR).
+
+        Parameters
+        ----------
+        node : hashable
+            The new centre.
+        """
+        raise NotImplementedError(f"geometry {self.geometry!r} has no canonical form")
+
+    # ------------------------------------------------------------------ #
+    # derived structure
+    # ------------------------------------------------------------------ #
+    @property
+    def center(self) -> Node | None:
+        """The current orthogonality centre, or ``None`` if not canonical."""
+        return self._center
+
+    def node_variables(self, node: Node) -> tuple[int, ...]:
+        """Variables whose physical index sits on ``node``."""
+        cache = getattr(self, "_node_vars_cache", None)
+        if cache is None:
+            cache = {}
+            for var in range(self.num_variables):
+                cache.setdefault(self.variable_node(var), []).append(var)
+            cache = {k: tuple(v) for k, v in cache.items()}
+            self._node_vars_cache = cache
+        return cache.get(node, ())
+
+    def edges(self) -> list[tuple[Node, Node]]:
+        """All virtual bonds ``(u, v)`` once each, in node order."""
+        order = {n: i for i, n in enumerate(self.nodes())}
+        out = []
+        for u in self.nodes():
+            for v in self.neighbours(u):
+                if order[u] < order[v]:
+                    out.append((u, v))
+        return out
+
+    def bond_dims(self) -> list[int]:
+        """Bond dimension of every edge, in :meth:`edges` order."""
+        dims = []
+        for u, v in self.edges():
+            t = self.node_tensor(u)
+            dims.append(int(t.ind_size(self.bond_index(u, v))))
+        return dims
+
+    @property
+    def max_bond(self) -> int:
+        """The largest bond dimension."""
+        dims = self.bond_dims()
+        return max(dims) if dims else 1
+
+    def num_parameters(self) -> int:
+        """Total number of scalar entries in all tensors."""
+        return int(sum(self.node_tensor(n).data.numel() for n in self.nodes()))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the tensors."""
+        return self.node_tensor(self.nodes()[0]).data.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the tensors."""
+        return self.node_tensor(self.nodes()[0]).data.device
+
+    def arrays(self) -> list[torch.Tensor]:
+        """The node arrays in :meth:`nodes` order (live references)."""
+        return [self.node_tensor(n).data for n in self.nodes()]
+
+    def to(
+        self, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None
+    ) -> "BornMachine":
+        """Move every tensor to ``device`` and/or cast to ``dtype``, in place.
+
+        Parameters
+        ----------
+        device : str or torch.device, optional
+            Target device (unchanged if None).
+        dtype : str or torch.dtype, optional
+            Target dtype (unchanged if None).
+
+        Returns
+        -------
+        BornMachine
+            ``self``.
+        """
+        dev = resolve_device(device) if device is not None else self.device
+        dt = resolve_dtype(dtype) if dtype is not None else self.dtype
+        if not dt.is_complex and self.dtype.is_complex:
+            raise ConfigError("casting a complex Born machine to a real dtype would drop the phases")
+        for n in self.nodes():
+            t = self.node_tensor(n)
+            t.modify(data=t.data.to(device=dev, dtype=dt))
+        return self
+
+    def copy(self) -> "BornMachine":
+        """Return an independent copy (tensors cloned)."""
+        new = type(self).from_arrays([a.clone() for a in self.arrays()], self.config())
+        new._center = self._center
+        return new
+
+    def __repr__(self) -> str:
+        dims = self.bond_dims()
+        if len(dims) > 8:
+            shown = " ".join(map(str, dims[:4])) + " ... " + " ".join(map(str, dims[-4:]))
+        else:
+            shown = " ".join(map(str, dims))
+        return (
+            f"{type(self).__name__}(geometry={self.geometry!r}, num_variables={self.num_variables}, "
+            f"max_bond={self.max_bond}, bond_dims=[{shown}], dtype={dtype_name(self.dtype)}, "
+            f"device={self.device}, center={self.center!r})"
+        )
+
+    # ------------------------------------------------------------------ #
+    # data handling
+    # ------------------------------------------------------------------ #
+    def as_configurations(self, x: Any, name: str = "x") -> torch.Tensor:
+        """Validate configurations and return them as an int64 tensor on the device.
+
+        Parameters
+        ----------
+        x : array_like
+            Shape ``(batch, num_variables)`` (or ``(num_variables,)``) with
+            values in ``{0, ..., phys_dim - 1}``.
+        name : str
+            Name used in error messages.
+
+        Returns
+        -------
+        torch.Tensor
+            ``(batch, num_variables)`` int64 on :attr:`device`.
+        """
+        if isinstance(x, torch.Tensor) and x.dtype == torch.int64 and x.ndim == 2:
+            if x.shape[1] != self.num_variables or x.shape[0] == 0:
+                validate_binary(to_numpy(x), n_vars=self.num_variables, phys_dim=self.phys_dim, name=name)
+            if bool(((x < 0) | (x >= self.phys_dim)).any()):
+                validate_binary(to_numpy(x), n_vars=self.num_variables, phys_dim=self.phys_dim, name=name)
+            return x.to(self.device)
+        arr = validate_binary(
+            x, n_vars=self.num_variables, phys_dim=self.phys_dim, name=name, allow_1d=True
+        )
+        return torch.as_tensor(arr, dtype=torch.int64, device=self.device)
+
+    def as_mask(self, mask: Any, batch: int) -> torch.Tensor:
+        """Validate a mask of known variables and broadcast it to ``(batch, N)``.
+
+        Parameters
+        ----------
+        mask : array_like of bool
+            ``True`` where the variable is known (fixed). Shape ``(N,)`` or
+            ``(batch, N)``.
+        batch : int
+            Number of configurations.
+
+        Returns
+        -------
+        torch.Tensor
+            Boolean ``(batch, N)`` tensor on :attr:`device`.
+        """
+        m = to_numpy(mask)
+        if m.dtype != bool:
+            if m.size and not np.isin(m, (0, 1)).all():
+                raise DataError("mask must be boolean (True = known variable) or 0/1")
+            m = m.astype(bool)
+        n = self.num_variables
+        if m.ndim == 1:
+            if m.shape[0] != n:
+                raise DataError(f"mask must have {n} entries (one per variable), got {m.shape[0]}")
+            m = np.broadcast_to(m, (batch, n))
+        elif m.ndim == 2:
+            if m.shape[1] != n or m.shape[0] not in (1, batch):
+                raise DataError(
+                    f"mask must have shape ({n},) or ({batch}, {n}), got {tuple(m.shape)}"
+                )
+            m = np.broadcast_to(m, (batch, n))
+        else:
+            raise DataError(f"mask must be 1-D or 2-D, got {m.ndim}-D")
+        return torch.as_tensor(np.ascontiguousarray(m), device=self.device)
+
+    # ------------------------------------------------------------------ #
+    # probabilities (generic exact contraction; geometries may override)
+    # ------------------------------------------------------------------ #
+    def log_amplitude(self, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``log|psi(x)|`` and the phase ``psi/|psi|`` of a batch.
+
+        Generic exact path: the network and a one-hot selection per variable
+        (sharing a batch hyper-index) are contracted by
+        :func:`~tnborn.contraction.contract_log_scaled`.
+
+        Parameters
+        ----------
+        x : array_like
+            Configurations ``(batch, N)``.
+
+        Returns
+        -------
+        log_abs : torch.Tensor
+            Real ``(batch,)`` tensor, ``-inf`` where ``psi(x) = 0``.
+        phase : torch.Tensor
+            ``(batch,)`` tensor of signs (real) or unit phases (complex).
+        """
+        return self._log_amplitude_contract(self.as_configurations(x))
+
+    def _log_amplitude_contract(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        arrays, inputs = [], []
+        for n in self.nodes():
+            t = self.node_tensor(n)
+            arrays.append(t.data)
+            inputs.append(tuple(t.inds))
+        for var in range(self.num_variables):
+            arrays.append(onehot(x[:, var], self.phys_dim, self.dtype))
+            inputs.append((_BATCH, self.variable_index(var)))
+        mant, log = contract_log_scaled(arrays, inputs, (_BATCH,), batch_ind=_BATCH)
+        mag = mant.abs()
+        log_abs = torch.where(mag > 0, torch.log(mag) + log, torch.full_like(log, -math.inf))
+        phase = torch.where(mag > 0, mant / torch.where(mag > 0, mag, 1).to(mant.dtype), 0)
+        return log_abs, phase
+
+    def log_norm(self) -> torch.Tensor:
+        """Return ``log Z`` where ``Z = sum_x |psi(x)|^2`` (a real scalar tensor).
+
+        Generic path: contraction of the doubled network ``<psi|psi>``.
+
+        Returns
+        -------
+        torch.Tensor
+            ``log Z``.
+        """
+        arrays, inputs = self._doubled_network(frozenset())
+        mant, log = contract_log_scaled(arrays, inputs, ())
+        return torch.log(mant.real) + log
+
+    def _doubled_network(
+        self, open_vars: frozenset[int]
+    ) -> tuple[list[torch.Tensor], list[tuple[str, ...]]]:
+        """Ket and bra tensors with bra virtual indices primed.
+
+        Physical indices of variables not in ``open_vars`` are shared between
+        ket and bra (traced); those in ``open_vars`` are primed on the bra.
+        """
+        phys = {self.variable_index(v): v for v in range(self.num_variables)}
+        arrays, inputs = [], []
+        for n in self.nodes():
+            t = self.node_tensor(n)
+            arrays.append(t.data)
+            inputs.append(tuple(t.inds))
+            bra_inds = tuple(
+                ix if (ix in phys and phys[ix] not in open_vars) else ix + "'" for ix in t.inds
+            )
+            arrays.append(t.data.conj() if t.data.is_complex() else t.data)
+            inputs.append(bra_inds)
+        return arrays, inputs
+
+    def log_prob(self, x: Any) -> torch.Tensor:
+        """Return ``log P(x)`` of a batch of configurations.
+
+        Parameters
+        ----------
+        x : array_like
+            ``(batch, N)`` configurations with values in ``{0..phys_dim-1}``.
+
+        Returns
+        -------
+        torch.Tensor
+            Real ``(batch,)`` log-probabilities (``-inf`` where ``psi = 0``).
+        """
+        log_abs, _ = self.log_amplitude(x)
+        return 2.0 * log_abs - self.log_norm()
+
+    def score_samples(self, x: Any) -> np.ndarray:
+        """Return ``log P(x)`` as a numpy array (scikit-learn spelling).
+
+        Parameters
+        ----------
+        x : array_like
+            ``(batch, N)`` configurations.
+
+        Returns
+        -------
+        numpy.ndarray
+            Log-probabilities.
+        """
+        return to_numpy(self.log_prob(x))
+
+    def nll(self, x: Any, batch_size: int = 4096) -> float:
+        """Mean negative log-likelihood ``-(1/|x|) sum log P(x)`` in nats.
+
+        Parameters
+        ----------
+        x : array_like
+            ``(batch, N)`` data.
+        batch_size : int
+            Configurations evaluated at once.
+
+        Returns
+        -------
+        float
+            The NLL (``inf`` if some configuration has probability zero).
+        """
+        xt = self.as_configurations(x)
+        total = 0.0
+        for start in range(0, xt.shape[0], batch_size):
+            total += float(self.log_prob(xt[start : start + batch_size]).sum())
+        return -total / xt.shape[0]
+
+    # ------------------------------------------------------------------ #
+    # sampling (generic exact sequential marginals; geometries may override)
+    # ------------------------------------------------------------------ #
+    def sample(
+        self, num_samples: int, seed: int | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw exact independent samples from ``P``.
+
+        Parameters
+        ----------
+        num_samples : int
+            Number of samples.
+        seed : int, optional
+            Seed for a fresh generator (ignored when ``generator`` is given).
+        generator : torch.Generator, optional
+            Source of randomness (on the model's device).
+
+        Returns
+        -------
+        samples : torch.Tensor
+            ``(num_samples, N)`` int64 configurations.
+        log_prob : torch.Tensor
+            ``(num_samples,)`` their exact log-probabilities.
+        """
+        if int(num_samples) < 1:
+            raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
+        n = int(num_samples)
+        x = torch.zeros((n, self.num_variables), dtype=torch.int64, device=self.device)
+        mask = torch.zeros_like(x, dtype=torch.bool)
+        return self._sample_free(x, mask, self._generator(seed, generator))
+
+    def sample_conditional(
+        self,
+        x: Any,
+        mask: Any,
+        num_samples: int = 1,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample the unknown variables exactly from ``P(unknown | known)``.
+
+        Parameters
+        ----------
+        x : array_like
+            ``(batch, N)`` configurations; entries where ``mask`` is False are
+            ignored (they are resampled).
+        mask : array_like of bool
+            ``True`` for known (fixed) variables; ``(N,)`` or ``(batch, N)``.
+        num_samples : int
+            Completions per configuration.
+        seed : int, optional
+            Seed for a fresh generator (ignored when ``generator`` is given).
+        generator : torch.Generator, optional
+            Source of randomness.
+
+        Returns
+        -------
+        samples : torch.Tensor
+            ``(batch, num_samples, N)`` completed configurations (known
+            variables copied from ``x``).
+        log_prob : torch.Tensor
+            ``(batch, num_samples)`` exact ``log P(unknown | known)``.
+        """
+        if int(num_samples) < 1:
+            raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
+        xt = self.as_configurations(x)
+        m = self.as_mask(mask, xt.shape[0])
+        k = int(num_samples)
+        xr = xt.repeat_interleave(k, dim=0)
+        mr = m.repeat_interleave(k, dim=0)
+        xr = torch.where(mr, xr, torch.zeros_like(xr))
+        samples, logp = self._sample_free(xr, mr, self._generator(seed, generator))
+        b = xt.shape[0]
+        return samples.reshape(b, k, -1), logp.reshape(b, k)
+
+    def _generator(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator:
+        if generator is not None:
+            return generator
+        gen = torch.Generator(device=self.device)
+        if seed is None:
+            gen.seed()
+        else:
+            gen.manual_seed(int(seed))
+        return gen
+
+    def sampling_order(self) -> list[int]:
+        """Order in which the generic sampler fixes the variables."""
+        return list(range(self.num_variables))
+
+    def _sample_free(
+        self, x: torch.Tensor, known: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generic exact sampler: sequential marginals of the doubled network.
+
+        Cost: one contraction of the doubled network per variable, so this is
+        meant for small networks; tree geometries override it.
+        """
+        x = x.clone()
+        b = x.shape[0]
+        logp = torch.zeros(b, dtype=torch.float64, device=self.device)
+        determined = known.clone()
+        for var in self.sampling_order():
+            free_rows = ~known[:, var]
+            if not bool(free_rows.any()):
+                continue
+            marg = self._marginal(x, determined, var).real.clamp_min(0).to(torch.float64)
+            x_var, logp_var = draw_categorical(marg, free_rows, gen)
+            x[:, var] = torch.where(free_rows, x_var, x[:, var])
+            logp = logp + logp_var
+            determined[:, var] = True
+        return x, logp
+
+    def _marginal(self, x: torch.Tensor, determined: torch.Tensor, var: int) -> torch.Tensor:
+        """Unnormalised ``(batch, d)`` marginal of ``var`` with determined variables projected.
+
+        Rows may differ in which variables are determined; variables that are
+        determined in some rows and free in others are handled by a one-hot
+        selection in the determined rows and an all-ones vector (a trace) in
+        the others, which is exact because ``sum_s |s><s| = 1``.
+        """
+        arrays, inputs = [], []
+        d = self.phys_dim
+        out_ix = "__out__"
+        for n in self.nodes():
+            t = self.node_tensor(n)
+            ket_inds, bra_inds = [], []
+            for ix in t.inds:
+                ket_inds.append(ix)
+                bra_inds.append(ix + "'")
+            arrays.append(t.data)
+            inputs.append(tuple(ket_inds))
+            arrays.append(t.data.conj() if t.data.is_complex() else t.data)
+            inputs.append(tuple(bra_inds))
+        eye_dtype = self.dtype
+        for v in range(self.num_variables):
+            ix = self.variable_index(v)
+            if v == var:
+                # diagonal delta tying ket, bra and the output index
+                delta = torch.zeros((d, d, d), dtype=eye_dtype, device=self.device)
+                idx = torch.arange(d, device=self.device)
+                delta[idx, idx, idx] = 1
+                arrays.append(delta)
+                inputs.append((ix, ix + "'", out_ix))
+                continue
+            det = determined[:, v]
+            if not bool(det.any()):
+                arrays.append(torch.eye(d, dtype=eye_dtype, device=self.device))
+                inputs.append((ix, ix + "'"))
+                continue
+            sel = onehot(x[:, v], d, eye_dtype)
+            sel = torch.where(det[:, None], sel, torch.ones_like(sel))
+            # ket and bra selections: diag(sel) on (ket, bra) per batch row
+            diag = torch.diag_embed(sel)
+            # rows where v is free need the identity, not diag(ones)=identity: same thing
+            arrays.append(diag)
+            inputs.append((_BATCH, ix, ix + "'"))
+        # a ones vector carries the batch index even when nothing is determined yet
+        arrays.append(torch.ones(x.shape[0], dtype=eye_dtype, device=self.device))
+        inputs.append((_BATCH,))
+        mant, _ = contract_log_scaled(arrays, inputs, (_BATCH, out_ix), batch_ind=_BATCH)
+        # each row is rescaled separately; only ratios within a row matter
+        return mant
+
+    # ------------------------------------------------------------------ #
+    # two-site merge / split (generic through quimb)
+    # ------------------------------------------------------------------ #
+    def merge(self, u: Node, v: Node) -> TwoSiteBlock:
+        """Contract neighbouring nodes ``u`` and ``v`` into a :class:`TwoSiteBlock`.
+
+        The network itself is not modified; :meth:`split` writes the result back.
+
+        Parameters
+        ----------
+        u, v : hashable
+            Neighbouring nodes.
+
+        Returns
+        -------
+        TwoSiteBlock
+            The merged tensor and its index bookkeeping.
+        """
+        tu, tv = self.node_tensor(u), self.node_tensor(v)
+        bond = self.bond_index(u, v)
+        merged = qtn.tensor_contract(tu, tv, preserve_tensor=True)
+        left = tuple(ix for ix in tu.inds if ix != bond)
+        phys = {}
+        for node in (u, v):
+            for var in self.node_variables(node):
+                phys[self.variable_index(var)] = var
+        virtual = {}
+        for node, other in ((u, v), (v, u)):
+            for nb in self.neighbours(node):
+                if nb != other:
+                    virtual[self.bond_index(node, nb)] = (nb, node)
+        return TwoSiteBlock(
+            nodes=(u, v),
+            data=merged.data,
+            inds=tuple(merged.inds),
+            left_inds=left,
+            bond=bond,
+            physical=phys,
+            virtual=virtual,
+        )
+
+    def split(
+        self,
+        block: TwoSiteBlock,
+        data: torch.Tensor | None = None,
+        target: Node | None = None,
+        cutoff: float = 0.0,
+        max_bond: int | None = None,
+        min_bond: int = 1,
+        method: str = "svd",
+    ) -> SplitInfo:
+        """Split a block back into its two nodes by a truncated SVD.
+
+        Singular values ``s_i < cutoff * s_0`` are discarded (relative to the
+        largest), keeping at least ``min_bond`` and at most ``max_bond``. The
+        kept values are renormalised to unit 2-norm and absorbed into the
+        ``target`` node, which becomes the orthogonality centre; the other node
+        is left an isometry. With a normalised block this keeps ``Z = 1``.
+
+        Parameters
+        ----------
+        block : TwoSiteBlock
+            From :meth:`merge`.
+        data : torch.Tensor, optional
+            New block data with the same indices (default ``block.data``).
+        target : hashable, optional
+            The node that receives the singular values (default ``block.nodes[1]``).
+        cutoff : float
+            Relative singular-value cutoff in ``[0, 1)``.
+        max_bond : int, optional
+            Largest bond dimension kept.
+        min_bond : int
+            Smallest bond dimension kept (bounded by the rank of the split).
+        method : str
+            quimb split method: ``"svd"`` or ``"svd:eig"``.
+
+        Returns
+        -------
+        SplitInfo
+            Kept dimension and discarded weights.
+        """
+        u, v = block.nodes
+        target = v if target is None else target
+        if target not in (u, v):
+            raise ConfigError(f"target {target!r} is not one of the block's nodes {block.nodes}")
+        data = block.data if data is None else data
+        tensor = qtn.Tensor(data, inds=block.inds)
+        # quimb performs the SVD; truncation is done below so that min_bond and
+        # the largest discarded value are available (absorb/cutoff_mode explicit).
+        left, s, right = qtn.tensor_split(
+            tensor,
+            block.left_inds,
+            method=method,
+            absorb=None,
+            max_bond=None,
+            cutoff=0.0,
+            cutoff_mode="rel",
+            renorm=False,
+            get="tensors",
+            bond_ind=block.bond,
+        )
+        sv = s.data.real if s.data.is_complex() else s.data
+        keep, info = truncation_rank(sv, cutoff, max_bond, min_bond)
+        ldata = left.data.narrow(left.inds.index(block.bond), 0, keep)
+        rdata = right.data.narrow(right.inds.index(block.bond), 0, keep)
+        kept = sv[:keep]
+        kept = kept / torch.linalg.vector_norm(kept)
+        if target == v:
+            shape = [1] * rdata.ndim
+            shape[right.inds.index(block.bond)] = keep
+            rdata = rdata * kept.reshape(shape).to(rdata.dtype)
+        else:
+            shape = [1] * ldata.ndim
+            shape[left.inds.index(block.bond)] = keep
+            ldata = ldata * kept.reshape(shape).to(ldata.dtype)
+        self.node_tensor(u).modify(data=ldata.contiguous(), inds=left.inds)
+        self.node_tensor(v).modify(data=rdata.contiguous(), inds=right.inds)
+        self._center = target
+        info.singular_values = kept
+        return info
+
+
+def draw_categorical(
+    weights: torch.Tensor, active: torch.Tensor, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one value per row from unnormalised non-negative ``weights``.
+
+    Parameters
+    ----------
+    weights : torch.Tensor
+        ``(batch, d)`` non-negative weights.
+    active : torch.Tensor
+        Boolean ``(batch,)``: rows that are actually sampled; the others get
+        value 0 and log-probability 0.
+    gen : torch.Generator
+        Source of randomness.
+
+    Returns
+    -------
+    values : torch.Tensor
+        ``(batch,)`` int64 draws.
+    log_prob : torch.Tensor
+        ``(batch,)`` float64 log of the normalised probability of each draw.
+    """
+    weights = weights.to(torch.float64)
+    total = weights.sum(dim=1, keepdim=True)
+    bad = active & ~(total.squeeze(1) > 0)
+    if bool(bad.any()):
+        raise NumericalError(
+            "the known variables have probability zero under the model for some "
+            "configuration, so their conditional distribution is undefined"
+        )
+    probs = weights / torch.where(total > 0, total, torch.ones_like(total))
+    probs = torch.where(active[:, None], probs, torch.full_like(probs, 1.0 / probs.shape[1]))
+    # inverse-CDF draw: one uniform per row, reproducible for a seeded generator
+    u = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device, generator=gen)
+    cdf = probs.cumsum(dim=1)
+    values = (u * cdf[:, -1:] >= cdf).sum(dim=1).clamp_max(probs.shape[1] - 1)
+    chosen = probs.gather(1, values[:, None]).squeeze(1)
+    values = torch.where(active, values, torch.zeros_like(values))
+    logp = torch.where(active, torch.log(chosen), torch.zeros_like(chosen))
+    return values, logp
+
+
+def truncation_rank(
+    s: torch.Tensor, cutoff: float, max_bond: int | None, min_bond: int
+) -> tuple[int, SplitInfo]:
+    """Number of singular values to keep and what is discarded.
+
+    Parameters
+    ----------
+    s : torch.Tensor
+        Singular values in descending order.
+    cutoff : float
+        Keep ``s_i >= cutoff * s_0``.
+    max_bond : int or None
+        Upper bound.
+    min_bond : int
+        Lower bound (capped by ``len(s)``).
+
+    Returns
+    -------
+    keep : int
+        Number kept.
+    info : SplitInfo
+        With ``bond_dim``, ``max_discarded`` and ``discarded_weight`` set.
+    """
+    s_host = to_numpy(s).astype(np.float64)
+    n = s_host.shape[0]
+    if n == 0 or not np.all(np.isfinite(s_host)):
+        raise NumericalError("SVD produced non-finite singular values")
+    s0 = s_host[0]
+    if s0 <= 0:
+        raise NumericalError("the merged tensor is zero: nothing to split")
+    keep = int(np.count_nonzero(s_host >= cutoff * s0)) if cutoff > 0 else int(np.count_nonzero(s_host > 0))
+    if max_bond is not None:
+        keep = min(keep, int(max_bond))
+    keep = max(keep, min(int(min_bond), n), 1)
+    keep = min(keep, n)
+    disc = s_host[keep:]
+    max_disc = float(disc[0] / s0) if disc.size else 0.0
+    total = float(np.sum(s_host**2))
+    weight = float(np.sum(disc**2) / total) if total > 0 else 0.0
+    return keep, SplitInfo(keep, max_disc, weight, s[:keep])
