@@ -1,0 +1,491 @@
+"""The ``tnborn`` command line: train, sample, evaluate, inspect and inpaint.
+
+This module only parses arguments, merges a TOML configuration file with the
+command-line flags and reports errors; the work is done by the functions in
+:mod:`tnborn.cli_commands`, which import torch, quimb and matplotlib only
+when a command runs, so that ``tnborn --help`` starts quickly.
+
+Every error that tnborn raises on bad input (:class:`~tnborn.errors.TnbornError`)
+and every file-system error is printed as ``tnborn: error: <message>`` on
+standard error, with exit status 2 and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._version import __version__
+from .errors import ConfigError, TnbornError
+
+__all__ = ["main", "build_parser", "load_config", "resolve_train_options", "TRAIN_OPTIONS"]
+
+PROG = "tnborn"
+DTYPES = ("float64", "float32", "complex128", "complex64")
+SIDES = ("left", "right", "top", "bottom")
+
+
+# --------------------------------------------------------------------------
+# value converters: accept a string (command line) or a typed TOML value
+# --------------------------------------------------------------------------
+
+
+def _integer(minimum: int | None = None, optional: bool = False) -> Callable[[Any, str], Any]:
+    def convert(value: Any, key: str) -> Any:
+        if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", ""))):
+            return None
+        if isinstance(value, str):
+            try:
+                value = int(value.strip())
+            except ValueError:
+                value = None
+        if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+            bound = f" >= {minimum}" if minimum is not None else ""
+            extra = " or 'none'" if optional else ""
+            raise ConfigError(f"{key} must be an integer{bound}{extra}")
+        return value
+
+    return convert
+
+
+def _number(minimum: float | None = None, optional: bool = False) -> Callable[[Any, str], Any]:
+    def convert(value: Any, key: str) -> Any:
+        if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", ""))):
+            return None
+        if isinstance(value, str):
+            try:
+                value = float(value.strip())
+            except ValueError:
+                value = None
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value:
+            raise ConfigError(f"{key} must be a number")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{key} must be >= {minimum:g}")
+        return float(value)
+
+    return convert
+
+
+def _text(choices: Sequence[str] | None = None) -> Callable[[Any, str], Any]:
+    def convert(value: Any, key: str) -> Any:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key} must be a non-empty string")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+        return value
+
+    return convert
+
+
+def _flag(value: Any, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false")
+    return value
+
+
+def _argparse_type(convert: Callable[[Any, str], Any], key: str) -> Callable[[str], Any]:
+    """Wrap a converter for argparse (errors become usage errors, exit status 2)."""
+
+    def parse(text: str) -> Any:
+        try:
+            return convert(text, key)
+        except ConfigError as exc:  # argparse itself prefixes "argument --key:"
+            msg = str(exc)
+            msg = msg[len(key) + 1:] if msg.startswith(key + " ") else msg
+            raise argparse.ArgumentTypeError(msg if "got" in msg else f"{msg}, got {text!r}") from None
+
+    parse.__name__ = key  # argparse names the type in some messages
+    return parse
+
+
+# --------------------------------------------------------------------------
+# the options of `tnborn train` (each is a flag and a config-file key)
+# --------------------------------------------------------------------------
+
+#: key -> (converter, default, metavar, help). The flag is ``--key`` with ``-`` for ``_``.
+TRAIN_OPTIONS: dict[str, tuple[Callable[[Any, str], Any], Any, str | None, str]] = {
+    # data
+    "data": (_text(), None, "PATH", "training data: .npy, .npz or MNIST IDX file of 0/1 rows "
+             "(default: the bars-and-stripes data set)"),
+    "key": (_text(), None, "NAME", "array to read from an .npz file with several arrays"),
+    "threshold": (_number(), None, "T", "binarise grey values: value > T becomes 1 "
+                  "(50 for the paper's thr50 MNIST, 127.5 for thr127)"),
+    "test_data": (_text(), None, "PATH", "held-out data; its NLL is recorded after every half-sweep"),
+    "test_key": (_text(), None, "NAME", "array to read from the --test-data .npz file"),
+    "dataset": (_text(), None, "NAME", "built-in data set: bars-and-stripes, random or parity "
+                "(default bars-and-stripes)"),
+    "rows": (_integer(1), None, "R", "image rows (data set size for bars-and-stripes; image shape "
+             "for plots; default 4)"),
+    "cols": (_integer(1), None, "C", "image columns (default: --rows)"),
+    "dataset_size": (_integer(1, optional=True), None, "N", "number of strings drawn for "
+                     "--dataset random (default 100) or parity (default: all 2^(n-1))"),
+    # model
+    "geometry": (_text(), "mps", "NAME", "tensor-network geometry (default mps)"),
+    "bond_dim": (_integer(1), 2, "D", "initial bond dimension (default 2, as the authors)"),
+    "dtype": (_text(DTYPES), "float64", "DTYPE", f"{', '.join(DTYPES)} (default float64)"),
+    "device": (_text(), "cpu", "DEVICE", "cpu, cuda, cuda:N or auto (default cpu)"),
+    # sweep settings
+    "lr": (_number(0.0), 0.1, "LR", "learning rate (default 0.1)"),
+    "steps": (_integer(1), 10, "K", "gradient steps per bond (default 10)"),
+    "batch_size": (_integer(1, optional=True), None, "B", "mini-batch size (default: the whole training set)"),
+    "cutoff": (_number(0.0), 5e-5, "EPS", "relative singular-value cutoff (default 5e-5)"),
+    "max_bond": (_integer(1, optional=True), None, "D", "largest bond dimension (default: unbounded)"),
+    "min_bond": (_integer(1), 1, "D", "smallest bond dimension kept by a split (default 1)"),
+    "svd_method": (_text(("svd", "svd:eig")), "svd", "METHOD", "svd or svd:eig (default svd)"),
+    "loops": (_integer(0), 4, "L", "sweeps to train (with --resume: additional sweeps; default 4)"),
+    "seed": (_integer(0), 0, "S", "seed of the initialisation, batches and samples (default 0)"),
+    "threads": (_integer(1, optional=True), None, "N", "torch CPU threads (default min(4, cores), "
+                "or $TNBORN_NUM_THREADS)"),
+    # run control
+    "checkpoint_every": (_integer(1, optional=True), None, "L", "also save model.tnb every L loops"),
+    "early_stop": (_number(0.0, optional=True), None, "DELTA", "stop when the training NLL changes "
+                   "by less than DELTA nats over one loop"),
+    "resume": (_text(), None, "CHECKPOINT", "continue training a checkpoint written by tnborn train"),
+    "out": (_text(), None, "DIR", "output folder (default runs/tnborn-<timestamp>)"),
+    "quiet": (_flag, False, None, "no progress bar and no output except errors"),
+}
+
+
+def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a TOML configuration file for ``tnborn train``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file. Its keys are the long options of ``tnborn train`` with
+        underscores (``max_bond = 16``); paths in it are relative to the
+        current folder.
+
+    Returns
+    -------
+    dict
+        The options, converted and checked.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing or not valid TOML, has an unknown key (the
+        message lists the valid keys) or a value of the wrong type.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    try:
+        with open(path, "rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {os.fspath(path)!r} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {os.fspath(path)!r} is not valid TOML: {exc}") from None
+    unknown = sorted(set(raw) - set(TRAIN_OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"unknown key(s) in {os.fspath(path)!r}: {', '.join(unknown)}; "
+            f"valid keys: {', '.join(TRAIN_OPTIONS)}"
+        )
+    return {key: TRAIN_OPTIONS[key][0](value, f"{key} (in {os.fspath(path)!r})") for key, value in raw.items()}
+
+
+def resolve_train_options(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
+    """Merge defaults, the ``--config`` file and the command line (in that order).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed ``tnborn train`` arguments (options not given are absent).
+
+    Returns
+    -------
+    options : dict
+        Every key of :data:`TRAIN_OPTIONS`.
+    explicit : set of str
+        Keys set by the config file or the command line.
+    """
+    options = {key: spec[1] for key, spec in TRAIN_OPTIONS.items()}
+    explicit: set[str] = set()
+    config_path = getattr(args, "config", None)
+    if config_path is not None:
+        from_file = load_config(config_path)
+        options.update(from_file)
+        explicit |= set(from_file)
+    for key in TRAIN_OPTIONS:
+        if hasattr(args, key):
+            options[key] = getattr(args, key)
+            explicit.add(key)
+    return options, explicit
+
+
+# --------------------------------------------------------------------------
+# parser
+# --------------------------------------------------------------------------
+
+TRAIN_EXAMPLES = """\
+examples:
+  tnborn train                                   # 4x4 bars-and-stripes, the authors' settings
+  tnborn train --dataset bars-and-stripes --rows 3 --cols 4 --loops 2 --out runs/bas34
+  tnborn train --data mnist1k_train_thr50.npy --lr 1e-3 --batch-size 50 --max-bond 100 \\
+               --loops 10 --test-data mnist1k_other_thr50.npy --checkpoint-every 1
+  tnborn train --config run.toml --loops 8      # flags override the file's values
+  tnborn train --resume runs/bas34/model.tnb --loops 2 --out runs/bas34-more
+
+config file (TOML): every option above as a key with underscores, e.g.
+  data = "mnist1k_train_thr50.npy"
+  max_bond = 100
+  batch_size = 50
+
+output folder: model.tnb (checkpoint with trainer state), samples.png (64 samples),
+nll.png (NLL per half-sweep), history.json, summary.json.
+"""
+
+SAMPLE_EXAMPLES = """\
+examples:
+  tnborn sample runs/bas/model.tnb -n 1000 --out samples.npy
+  tnborn sample runs/bas/model.tnb -n 64 --png grid.png --seed 3
+"""
+
+EVALUATE_EXAMPLES = """\
+examples:
+  tnborn evaluate runs/bas/model.tnb --dataset bars-and-stripes
+  tnborn evaluate runs/mnist/model.tnb --data mnist1k_other_thr50.npy --json
+  tnborn evaluate runs/mnist/model.tnb --data capacity.npz --key data_test
+"""
+
+INFO_EXAMPLES = """\
+examples:
+  tnborn info runs/bas/model.tnb
+  tnborn info runs/bas/model.tnb --json
+"""
+
+INPAINT_EXAMPLES = """\
+examples:
+  tnborn inpaint runs/mnist/model.tnb --data mnist1k_other_thr50.npy --remove bottom
+  tnborn inpaint runs/bas/model.tnb --dataset bars-and-stripes --remove left --num-samples 6
+  tnborn inpaint runs/mnist/model.tnb --data test.npy --mask known.npy --out inpaint-custom
+
+--remove SIDE makes that half of every image unknown (it is resampled) and keeps the
+other half, as in the paper's reconstructions; --mask FILE reads a boolean .npy mask
+with True = known pixel, of shape (N,), (rows, cols) or (images, N).
+Output folder: inpainting.png, completions.npy (images x samples x N, uint8), mask.npy,
+originals.npy.
+"""
+
+MAIN_EPILOG = """\
+examples:
+  tnborn train                          # train on 4x4 bars-and-stripes, write runs/tnborn-<time>/
+  tnborn info runs/tnborn-*/model.tnb
+  tnborn sample runs/tnborn-*/model.tnb -n 100 --png samples.png
+
+Run 'tnborn COMMAND --help' for the options of a command.
+"""
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
+
+
+def _add_data_source(parser: argparse.ArgumentParser, required_hint: str) -> None:
+    group = parser.add_argument_group("data", required_hint)
+    group.add_argument("--data", metavar="PATH", help=TRAIN_OPTIONS["data"][3].split(" (")[0])
+    group.add_argument("--key", metavar="NAME", help=TRAIN_OPTIONS["key"][3])
+    group.add_argument("--threshold", metavar="T", type=_argparse_type(_number(), "--threshold"),
+                       help=TRAIN_OPTIONS["threshold"][3])
+    group.add_argument("--dataset", metavar="NAME", help="built-in data set: bars-and-stripes, random or parity")
+    group.add_argument("--rows", metavar="R", type=_argparse_type(_integer(1), "--rows"),
+                       help="image rows (and bars-and-stripes size; default: from the checkpoint or 4)")
+    group.add_argument("--cols", metavar="C", type=_argparse_type(_integer(1), "--cols"),
+                       help="image columns (default: --rows)")
+    group.add_argument("--dataset-size", metavar="N", type=_argparse_type(_integer(1), "--dataset-size"),
+                       help=TRAIN_OPTIONS["dataset_size"][3])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of the ``tnborn`` command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser; each sub-command stores its handler in ``func``.
+    """
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Tensor-network Born machines (the MPS Born machine of Han et al.,\n"
+        "Phys. Rev. X 8, 031012): train, sample, evaluate, inspect and inpaint.",
+        epilog=MAIN_EPILOG,
+        formatter_class=_formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    # train --------------------------------------------------------------
+    train = sub.add_parser(
+        "train", help="train a Born machine and write checkpoint, plots and history",
+        description="Train a Born machine with the two-site sweep of Han et al.\n"
+        "With no arguments: 4x4 bars-and-stripes with the authors' settings (lr 0.1, 10 steps\n"
+        "per bond, full batch, cutoff 5e-5, no maximum bond dimension), 4 loops, seed 0.",
+        epilog=TRAIN_EXAMPLES, formatter_class=_formatter, argument_default=argparse.SUPPRESS,
+    )
+    train.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file "
+                       "(command-line flags override it)")
+    groups = {
+        "data": train.add_argument_group("data"),
+        "model": train.add_argument_group("model"),
+        "training": train.add_argument_group("training (the sweep)"),
+        "run": train.add_argument_group("run"),
+    }
+    sections = {
+        "data": ("data", "key", "threshold", "test_data", "test_key", "dataset", "rows", "cols", "dataset_size"),
+        "model": ("geometry", "bond_dim", "dtype", "device"),
+        "training": ("lr", "steps", "batch_size", "cutoff", "max_bond", "min_bond", "svd_method",
+                     "loops", "seed", "threads"),
+        "run": ("checkpoint_every", "early_stop", "resume", "out", "quiet"),
+    }
+    for section, keys in sections.items():
+        for key in keys:
+            convert, _default, metavar, help_text = TRAIN_OPTIONS[key]
+            flag = "--" + key.replace("_", "-")
+            if key == "quiet":
+                groups[section].add_argument("-q", flag, action="store_true", help=help_text)
+            else:
+                groups[section].add_argument(flag, dest=key, metavar=metavar,
+                                             type=_argparse_type(convert, flag), help=help_text)
+    train.set_defaults(func=_run_train)
+
+    # sample -------------------------------------------------------------
+    sample = sub.add_parser("sample", help="draw exact samples from a checkpoint",
+                            description="Draw exact, independent samples from a trained model.",
+                            epilog=SAMPLE_EXAMPLES, formatter_class=_formatter)
+    sample.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.tnb file")
+    sample.add_argument("-n", "--num-samples", type=_argparse_type(_integer(1), "--num-samples"),
+                        default=100, metavar="N", help="number of samples (default 100)")
+    sample.add_argument("--out", metavar="FILE.npy", default="samples.npy",
+                        help="where to save the samples, uint8 (N, variables) (default samples.npy)")
+    sample.add_argument("--png", metavar="FILE.png", help="also draw the first 100 samples as a grid")
+    sample.add_argument("--seed", type=_argparse_type(_integer(0), "--seed"), default=None, metavar="S",
+                        help="random seed (default: fresh randomness)")
+    sample.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    sample.add_argument("-q", "--quiet", action="store_true", help="no output except errors")
+    sample.set_defaults(func=_run_sample)
+
+    # evaluate -----------------------------------------------------------
+    evaluate = sub.add_parser("evaluate", help="negative log-likelihood of data under a checkpoint",
+                              description="Print the mean negative log-likelihood (nats) of a data set.",
+                              epilog=EVALUATE_EXAMPLES, formatter_class=_formatter)
+    evaluate.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.tnb file")
+    _add_data_source(evaluate, "give --data PATH or --dataset NAME")
+    evaluate.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    evaluate.set_defaults(func=_run_evaluate)
+
+    # info ---------------------------------------------------------------
+    info = sub.add_parser("info", help="summary of a checkpoint (geometry, bond dimensions, history)",
+                          description="Summarise a checkpoint without loading its arrays.",
+                          epilog=INFO_EXAMPLES, formatter_class=_formatter)
+    info.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.tnb file")
+    info.add_argument("--json", action="store_true", help="print a JSON object instead of text")
+    info.set_defaults(func=_run_info)
+
+    # inpaint ------------------------------------------------------------
+    inpaint = sub.add_parser("inpaint", help="complete partly removed images by conditional sampling",
+                             description="Remove part of each image and sample the removed pixels\n"
+                             "exactly from P(removed | kept).",
+                             epilog=INPAINT_EXAMPLES, formatter_class=_formatter)
+    inpaint.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.tnb file")
+    _add_data_source(inpaint, "images to complete: give --data PATH or --dataset NAME")
+    masks = inpaint.add_mutually_exclusive_group(required=True)
+    masks.add_argument("--remove", choices=SIDES, help="remove this half of every image (unknown)")
+    masks.add_argument("--mask", metavar="FILE.npy", help="boolean mask, True = known pixel")
+    inpaint.add_argument("--num-images", type=_argparse_type(_integer(1), "--num-images"), default=8,
+                         metavar="M", help="complete the first M images of the data (default 8)")
+    inpaint.add_argument("--num-samples", type=_argparse_type(_integer(1), "--num-samples"), default=4,
+                         metavar="K", help="completions per image (default 4)")
+    inpaint.add_argument("--out", metavar="DIR", default="inpaint", help="output folder (default inpaint)")
+    inpaint.add_argument("--seed", type=_argparse_type(_integer(0), "--seed"), default=0, metavar="S",
+                         help="random seed (default 0)")
+    inpaint.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    inpaint.add_argument("-q", "--quiet", action="store_true", help="no output except errors")
+    inpaint.set_defaults(func=_run_inpaint)
+    return parser
+
+
+# --------------------------------------------------------------------------
+# dispatch
+# --------------------------------------------------------------------------
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from .cli_commands.train import train_command
+
+    options, explicit = resolve_train_options(args)
+    return train_command(options, explicit)
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    from .cli_commands.tools import sample_command
+
+    return sample_command(args)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from .cli_commands.tools import evaluate_command
+
+    return evaluate_command(args)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from .cli_commands.tools import info_command
+
+    return info_command(args)
+
+
+def _run_inpaint(args: argparse.Namespace) -> int:
+    from .cli_commands.tools import inpaint_command
+
+    return inpaint_command(args)
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
+        return f"{exc.strerror}: {os.fspath(exc.filename)!r}"
+    return str(exc) or type(exc).__name__
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tnborn`` command line.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        Exit status: 0 on success, 2 on bad input (usage errors, tnborn
+        errors, missing files), 130 when interrupted.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except (TnbornError, OSError) as exc:
+        print(f"{PROG}: error: {_message(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""``tnborn train``: train a Born machine and write checkpoint, plots and history.
+
+Imported by :mod:`tnborn.cli` only when the command runs (it imports torch).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..checkpoint import save
+from ..errors import CheckpointError, ConfigError
+from ..training import PeriodicCheckpoint
+from ._common import Reporter, checkpoint_extra, load_data_source, reference_line, stored_image_shape
+
+__all__ = ["train_command", "SETTING_KEYS", "default_out_dir"]
+
+#: Command-line option -> field of :class:`tnborn.SweepSettings`.
+SETTING_KEYS = {
+    "lr": "lr",
+    "steps": "descent_steps",
+    "batch_size": "batch_size",
+    "cutoff": "cutoff",
+    "max_bond": "max_bond",
+    "min_bond": "min_bond",
+    "svd_method": "svd_method",
+    "seed": "seed",
+}
+_DATA_KEYS = ("data", "key", "threshold", "dataset", "rows", "cols", "dataset_size", "data_seed")
+NUM_SAMPLES_PLOTTED = 64
+
+
+def default_out_dir(root: str | Path = "runs") -> Path:
+    """A new folder name ``runs/tnborn-YYYYmmdd-HHMMSS`` (suffixed if it exists).
+
+    Parameters
+    ----------
+    root : str or Path
+        Parent folder.
+
+    Returns
+    -------
+    pathlib.Path
+        A path that does not exist yet.
+    """
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = Path(root) / f"tnborn-{stamp}"
+    k = 1
+    while path.exists():
+        k += 1
+        path = Path(root) / f"tnborn-{stamp}-{k}"
+    return path
+
+
+class _PeriodicCheckpointWithMeta(PeriodicCheckpoint):
+    """:class:`~tnborn.PeriodicCheckpoint` whose files also hold the command's metadata."""
+
+    def __init__(self, path: Path, every: int, extra: dict[str, Any]):
+        super().__init__(path, every=every)
+        self.extra = extra
+
+    def on_half_sweep_end(self, trainer: Any, record: dict[str, Any]) -> None:
+        super().on_half_sweep_end(_SaverWithMeta(trainer, self.extra), record)
+
+    def on_fit_end(self, trainer: Any) -> None:
+        super().on_fit_end(_SaverWithMeta(trainer, self.extra))
+
+
+class _SaverWithMeta:
+    """Stands in for the trainer in :class:`PeriodicCheckpoint`: saves with extra metadata."""
+
+    def __init__(self, trainer: Any, extra: dict[str, Any]):
+        self.trainer, self.extra = trainer, extra
+
+    def save_checkpoint(self, path: Path) -> Path:
+        return save(path, self.trainer.model, trainer=self.trainer, extra=self.extra)
+
+
+def _data_options(options: Mapping[str, Any], explicit: set[str], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """Data options: explicit ones, else (when resuming) those stored in the checkpoint."""
+    if stored and not any(k in explicit for k in _DATA_KEYS):
+        return {k: stored.get(k) for k in _DATA_KEYS}
+    return {k: options.get(k) for k in _DATA_KEYS}
+
+
+def _build(options: Mapping[str, Any], explicit: set[str], num_variables: int, say: Reporter):
+    """Create (or load, with ``resume``) the model and its trainer; returns (model, trainer, overrides)."""
+    import tnborn
+    from tnborn.checkpoint import load_trainer_state
+
+    settings = {field: options[key] for key, field in SETTING_KEYS.items()}
+    progress = False if options["quiet"] else None
+    if options["resume"] is None:
+        cls = tnborn.get_geometry(options["geometry"])
+        model = cls.random(num_variables, bond_dim=options["bond_dim"], seed=options["seed"],
+                           dtype=options["dtype"], device=options["device"])
+        trainer = tnborn.SweepTrainer(model, progress=progress, **settings)
+        return model, trainer, {}
+
+    path = options["resume"]
+    model = tnborn.load(path, device=options["device"],
+                        dtype=options["dtype"] if "dtype" in explicit else None)
+    if "geometry" in explicit and options["geometry"] != model.geometry:
+        raise ConfigError(f"--geometry {options['geometry']} contradicts the checkpoint's "
+                          f"geometry {model.geometry!r} (--resume continues that model)")
+    if model.num_variables != num_variables:
+        raise ConfigError(f"the checkpoint {path} has {model.num_variables} variables but the "
+                          f"training data have {num_variables}")
+    stored = load_trainer_state(path)
+    if stored is None:
+        say(f"note: {path} holds no trainer state; training continues with a fresh trainer")
+        trainer = tnborn.SweepTrainer(model, progress=progress, **settings)
+        return model, trainer, {}
+    if stored.get("class") != "SweepTrainer":
+        raise CheckpointError(f"{path} was written by a {stored.get('class')}; "
+                              "tnborn train resumes SweepTrainer runs only")
+    trainer = tnborn.SweepTrainer(model, progress=progress)
+    trainer.load_state_dict(stored["state"])
+    # settings given now (flag or config file) override the stored ones
+    overrides = {SETTING_KEYS[k]: options[k] for k in SETTING_KEYS if k in explicit}
+    return model, trainer, overrides
+
+
+def train_command(options: Mapping[str, Any], explicit: set[str]) -> int:
+    """Run ``tnborn train`` with merged options.
+
+    Parameters
+    ----------
+    options : mapping
+        Every key of :data:`tnborn.cli.TRAIN_OPTIONS`.
+    explicit : set of str
+        Keys given by the user (command line or config file).
+
+    Returns
+    -------
+    int
+        Exit status (0).
+    """
+    import numpy as np
+
+    import tnborn
+    from tnborn import plotting
+    from tnborn.io import atomic_write_text
+
+    say = Reporter(options["quiet"])
+    tnborn.set_num_threads(options["threads"])
+
+    extra: dict[str, Any] = {}
+    if options["resume"] is not None:
+        extra = checkpoint_extra(options["resume"])
+    stored_spec = extra.get("data") if isinstance(extra.get("data"), dict) else {}
+    data_opts = _data_options(options, explicit, stored_spec)
+    train = load_data_source(data_opts, seed=options["seed"])
+    x = train.x
+    num_variables = x.shape[1]
+    if train.image_shape is None and options["resume"] is not None:
+        train.image_shape = stored_image_shape(extra, num_variables)
+    test = None
+    if options["test_data"] is not None:
+        test = tnborn.load_binary(options["test_data"], key=options["test_key"],
+                                  threshold=options["threshold"], n_vars=num_variables)
+    elif options["test_key"] is not None:
+        raise ConfigError("--test-key needs --test-data")
+
+    out = Path(options["out"]) if options["out"] is not None else default_out_dir()
+    callbacks: list = []
+    early = options["early_stop"]
+    model, trainer, overrides = _build(options, explicit, num_variables, say)
+    per_loop = len(model.sweep_schedule())
+    if early is not None:
+        callbacks.append(tnborn.EarlyStopping(min_delta=early, patience=1, every=per_loop))
+    label, reference = reference_line(x)
+    meta = {
+        "command": "tnborn train",
+        "data": train.spec,
+        "image_shape": list(train.image_shape) if train.image_shape is not None else None,
+        "reference_nll": reference,
+    }
+    if options["checkpoint_every"] is not None:
+        callbacks.append(_PeriodicCheckpointWithMeta(out / "model.tnb", options["checkpoint_every"] * per_loop, meta))
+    trainer.callbacks[:0] = callbacks  # before the progress bar
+
+    done = len(trainer.history)
+    say(f"tnborn {tnborn.__version__}: training a Born machine ({model.geometry}) on {train.description}: "
+        f"{x.shape[0]} samples x {num_variables} variables, {options['loops']} loop(s)"
+        + (f", resuming after {done} half-sweeps" if options["resume"] is not None else ""))
+    say(f"output folder: {out}")
+    out.mkdir(parents=True, exist_ok=True)
+
+    t0 = time.perf_counter()
+    history = trainer.fit(x, loops=options["loops"], test_data=test, **overrides)
+    seconds = time.perf_counter() - t0
+
+    new = history[done:]
+    train_nll = new[-1]["train_nll"] if new else model.nll(x)
+    test_nll = (new[-1]["test_nll"] if new else model.nll(test)) if test is not None else None
+    ckpt = tnborn.save(out / "model.tnb", model, trainer=trainer, extra=meta)
+    samples, _ = model.sample(NUM_SAMPLES_PLOTTED, seed=options["seed"])
+    samples = samples.cpu().numpy().astype(np.uint8)
+    max_bond = max(model.bond_dims() or [1])
+    plotting.plot_samples(samples, image_shape=train.image_shape, path=out / "samples.png",
+                          title=f"{NUM_SAMPLES_PLOTTED} samples, {model.geometry}, max bond {max_bond}")
+    if history:
+        plotting.plot_history(history, path=out / "nll.png", reference={label: reference},
+                              title=f"Born machine ({model.geometry}) on {train.description}")
+    # one record per line: readable, and still one JSON document
+    atomic_write_text(out / "history.json", "[\n" + ",\n".join(json.dumps(r) for r in history) + "\n]\n")
+    summary = {
+        "train_nll": train_nll,
+        "test_nll": test_nll,
+        "reference_nll": reference,
+        "reference_label": label,
+        "max_bond": max_bond,
+        "bond_dims": model.bond_dims(),
+        "num_parameters": model.num_parameters(),
+        "loops": history[-1]["loop"] if history else 0.0,
+        "half_sweeps": len(history),
+        "seconds": seconds,
+        "stopped_early": bool(trainer.stop_training),
+        "checkpoint": str(ckpt),
+    }
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1) + "\n")
+
+    say(f"train NLL  {train_nll:.5f} nats   (lowest possible: {label})")
+    if test_nll is not None:
+        say(f"test NLL   {test_nll:.5f} nats")
+    if trainer.stop_training:
+        say(f"stopped early: NLL changed by < {early:g} over one loop")
+    say(f"max bond   {max_bond}")
+    rate = f", {seconds / len(new) * per_loop:.2f} s/loop" if new else ""
+    say(f"time       {seconds:.2f} s{rate}")
+    say(f"output     {out}/  (model.tnb, samples.png, nll.png, history.json, summary.json)")
+    if not math.isfinite(train_nll):
+        say("warning: the training NLL is not finite (some training sample has probability 0)")
+    return 0
