@@ -373,7 +373,8 @@ class BornMachine(abc.ABC):
             m = np.broadcast_to(m, (batch, n))
         else:
             raise DataError(f"mask must be 1-D or 2-D, got {m.ndim}-D")
-        return torch.as_tensor(np.ascontiguousarray(m), device=self.device)
+        # copy: a broadcast view is read-only, which torch does not support
+        return torch.tensor(np.ascontiguousarray(m), dtype=torch.bool, device=self.device)
 
     # ------------------------------------------------------------------ #
     # probabilities (generic exact contraction; geometries may override)

@@ -1,0 +1,199 @@
+"""Shared test configuration and exact (brute-force) references for the tnborn core tests.
+
+The helpers here are deliberately independent of tnborn's own contraction
+code: the dense reference goes through quimb's contraction of ``model.tn``
+(or plain torch products), never through :mod:`tnborn.contraction`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# the machine is shared: keep every test single-threaded
+torch.set_num_threads(1)
+
+SHARED_DATA = Path(
+    os.environ.get("TNBORN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
+
+
+def pytest_configure(config):
+    """Register the markers used by these tests."""
+    config.addinivalue_line("markers", "slow: a test that takes more than ~20 s (deselect with -m 'not slow')")
+
+
+# --------------------------------------------------------------------------- #
+# exact references
+# --------------------------------------------------------------------------- #
+def all_configs(n: int, d: int = 2) -> torch.Tensor:
+    """Every configuration of ``n`` variables, ``(d**n, n)`` int64, lexicographic (variable 0 slowest)."""
+    return torch.tensor(list(itertools.product(range(d), repeat=n)), dtype=torch.int64)
+
+
+def config_index(x: torch.Tensor, d: int = 2) -> torch.Tensor:
+    """Row index of each configuration in :func:`all_configs` order."""
+    n = x.shape[-1]
+    weights = torch.tensor([d ** (n - 1 - k) for k in range(n)], dtype=torch.int64)
+    return (x.long() * weights).sum(dim=-1)
+
+
+def dense_psi(model) -> torch.Tensor:
+    """All ``d**N`` amplitudes by quimb's full contraction of ``model.tn`` (flat, all_configs order)."""
+    n = model.num_variables
+    out = [model.variable_index(v) for v in range(n)]
+    t = model.tn.contract(all, output_inds=out, preserve_tensor=True)
+    t = t.transpose(*out)
+    return torch.as_tensor(t.data).reshape(-1)
+
+
+def exact_log_probs(model) -> torch.Tensor:
+    """``log P(x)`` of every configuration, by brute-force enumeration (float64/complex128)."""
+    psi = dense_psi(model).to(torch.complex128 if model.dtype.is_complex else torch.float64)
+    w = psi.abs() ** 2
+    return torch.log(w) - torch.log(w.sum())
+
+
+def exact_conditional(logp_all: torch.Tensor, x: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact conditional distribution over all configurations agreeing with ``x`` on ``known``.
+
+    Parameters
+    ----------
+    logp_all : torch.Tensor
+        ``(2**N,)`` exact log-probabilities.
+    x : torch.Tensor
+        ``(N,)`` configuration (only known entries matter).
+    known : torch.Tensor
+        ``(N,)`` boolean.
+
+    Returns
+    -------
+    indices : torch.Tensor
+        Indices (all_configs order) of the consistent configurations.
+    log_cond : torch.Tensor
+        Their exact ``log P(free | known)``.
+    """
+    n = x.shape[0]
+    configs = all_configs(n)
+    consistent = ((configs == x[None, :]) | ~known[None, :]).all(dim=1)
+    idx = torch.nonzero(consistent).squeeze(1)
+    lp = logp_all[idx]
+    return idx, lp - torch.logsumexp(lp, dim=0)
+
+
+def chi_square_pvalue(counts: np.ndarray, probs: np.ndarray) -> tuple[float, int]:
+    """Pearson chi-square goodness of fit, pooling cells with expected count < 5.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        Observed counts per cell.
+    probs : numpy.ndarray
+        Exact probabilities per cell (summing to one).
+
+    Returns
+    -------
+    p_value : float
+        ``P(chi2_dof >= statistic)``.
+    dof : int
+        Degrees of freedom after pooling.
+    """
+    from scipy.stats import chi2
+
+    counts = np.asarray(counts, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    total = counts.sum()
+    expected = probs * total
+    big = expected >= 5
+    obs = list(counts[big])
+    exp = list(expected[big])
+    if (~big).any():
+        obs.append(counts[~big].sum())
+        exp.append(expected[~big].sum())
+    obs, exp = np.array(obs), np.array(exp)
+    # a pooled tail with tiny expectation would dominate the statistic: merge it into the smallest cell
+    if exp.size > 1 and exp[-1] < 5:
+        j = int(np.argmin(exp[:-1]))
+        obs[j] += obs[-1]
+        exp[j] += exp[-1]
+        obs, exp = obs[:-1], exp[:-1]
+    dof = exp.size - 1
+    if dof < 1:
+        return 1.0, 0
+    stat = float(((obs - exp) ** 2 / exp).sum())
+    return float(chi2.sf(stat, dof)), dof
+
+
+#: p-value below which a sampler is declared wrong. With a fixed seed the test
+#: is deterministic; a correct sampler falls below this with probability 1e-3
+#: (for any sample size and number of cells, since the chi-square statistic's
+#: distribution is asymptotically chi2(dof) once every expected count is >= 5).
+P_VALUE_THRESHOLD = 1e-3
+
+
+def assert_samples_match(samples: torch.Tensor, idx: torch.Tensor, log_probs: torch.Tensor) -> float:
+    """Chi-square test of ``samples`` against exact ``log_probs`` over cells ``idx``; returns p."""
+    codes = config_index(samples).numpy()
+    pos = {int(c): i for i, c in enumerate(idx.tolist())}
+    missing = [c for c in np.unique(codes) if int(c) not in pos]
+    assert not missing, f"sampler produced configurations outside the support: {missing[:5]}"
+    counts = np.zeros(len(pos))
+    for c, k in zip(*np.unique(codes, return_counts=True)):
+        counts[pos[int(c)]] = k
+    p, dof = chi_square_pvalue(counts, torch.exp(log_probs).numpy())
+    assert dof >= 1
+    assert p > P_VALUE_THRESHOLD, f"chi-square p-value {p:.3g} (dof {dof}) below {P_VALUE_THRESHOLD}"
+    return p
+
+
+def canonical_arrays(model) -> list[torch.Tensor]:
+    """Node arrays with their indices in a fixed order (bonds in neighbour order, then physical).
+
+    The live index order of a node may differ between two equal models (an SVD
+    split or a checkpoint round trip may permute it); this order does not.
+    """
+    out = []
+    for node in model.nodes():
+        t = model.node_tensor(node)
+        order = [model.bond_index(node, nb) for nb in model.neighbours(node)]
+        order += [model.variable_index(v) for v in model.node_variables(node)]
+        assert sorted(order) == sorted(t.inds)
+        out.append(t.transpose(*order).data)
+    return out
+
+
+def snapshot(model) -> list[torch.Tensor]:
+    """Cloned node arrays (to check bit-identity before/after a call)."""
+    return [a.detach().clone() for a in model.arrays()]
+
+
+def assert_unchanged(model, before: list[torch.Tensor], center=None) -> None:
+    """Assert that the model's arrays are bit-identical to ``before``."""
+    after = model.arrays()
+    assert len(after) == len(before)
+    for a, b in zip(after, before):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        assert torch.equal(a, b)
+
+
+def shared_file(name: str) -> Path:
+    """Path of a shared data file, skipping the test when it is absent."""
+    p = SHARED_DATA / name
+    if not p.exists():
+        pytest.skip(f"shared data file {p} not available")
+    return p
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A seeded numpy generator."""
+    return np.random.default_rng(1234)
+
+
+LN2 = math.log(2.0)

@@ -1,0 +1,232 @@
+"""Per-sample environments (messages) of tree Born machines against brute force.
+
+For an MPS the message ``k-1 -> k`` of configuration ``v`` is the row vector
+``A_0[v_0] ... A_{k-1}[v_{k-1}]`` and the message ``k+1 -> k`` the column
+vector ``A_{k+1}[v_{k+1}] ... A_{N-1}[v_{N-1}]``; both are computed here by
+plain matrix products from the quimb tensors (looked up by index name) and
+compared with ``mantissa * exp(log_scale)`` of the cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from tnborn import MPSBornMachine
+from tnborn.environments import EnvironmentCache, node_message
+from tnborn.interface import BornMachine
+
+from conftest import all_configs, config_index, dense_psi
+from tolerances import tol
+
+
+def _lpr(model, k):
+    """Site k as (D_l, d, D_r), from the quimb tensor by index names (independent of tnborn's MPS code)."""
+    t = model.node_tensor(k)
+    n = model.num_variables
+    names = []
+    if k > 0:
+        names.append(model.bond_index(k - 1, k))
+    names.append(model.variable_index(k))
+    if k < n - 1:
+        names.append(model.bond_index(k, k + 1))
+    a = t.transpose(*names).data
+    if k == 0:
+        a = a.unsqueeze(0)
+    if k == n - 1:
+        a = a.unsqueeze(-1)
+    return a
+
+
+def _left_vectors(model, x, k):
+    """(B, D_{k-1}) products A_0[x_0] ... A_{k-1}[x_{k-1}]."""
+    b = x.shape[0]
+    m = torch.ones((b, 1), dtype=model.dtype)
+    for s in range(k):
+        a = _lpr(model, s)
+        m = torch.einsum("bi,bij->bj", m, a[:, x[:, s], :].permute(1, 0, 2))
+    return m
+
+
+def _right_vectors(model, x, k):
+    """(B, D_k) products A_{k+1}[x_{k+1}] ... A_{N-1}[x_{N-1}]."""
+    n = model.num_variables
+    b = x.shape[0]
+    m = torch.ones((b, 1), dtype=model.dtype)
+    for s in range(n - 1, k, -1):
+        a = _lpr(model, s)
+        m = torch.einsum("bij,bj->bi", a[:, x[:, s], :].permute(1, 0, 2), m)
+    return m
+
+
+def _value(msg):
+    vec, log = msg
+    return vec * torch.exp(log)[:, None]
+
+
+@pytest.fixture
+def setup():
+    n = 8
+    model = MPSBornMachine.random(n, 4, seed=2)
+    model.move_center(3)
+    x = torch.randint(0, 2, (40, n), generator=torch.Generator().manual_seed(0))
+    return model, x
+
+
+def test_messages_match_brute_force(setup):
+    model, x = setup
+    n = model.num_variables
+    cache = EnvironmentCache(model, x)
+    for k in range(1, n):
+        msg = cache.message(k - 1, k)
+        want = _left_vectors(model, x, k)
+        assert msg[0].shape == want.shape
+        assert torch.allclose(_value(msg), want, rtol=1e-12, atol=1e-14)
+        # stored with unit max-norm per row
+        assert torch.allclose(msg[0].abs().amax(dim=1), torch.ones(x.shape[0], dtype=torch.float64))
+    for k in range(n - 1):
+        msg = cache.message(k + 1, k)
+        want = _right_vectors(model, x, k)
+        assert torch.allclose(_value(msg), want, rtol=1e-12, atol=1e-14)
+    assert len(cache) == 2 * (n - 1)
+    assert cache.nbytes() > 0
+
+
+def test_amplitudes_at_every_node_match_dense(setup):
+    model, x = setup
+    psi = dense_psi(model)[config_index(x)]
+    cache = EnvironmentCache(model, x)
+    for node in model.nodes():
+        mant, log = cache.log_amplitudes_at(node)
+        assert mant.shape == (x.shape[0], 1)
+        assert torch.allclose(torch.log(mant[:, 0].abs()) + log, torch.log(psi.abs()), atol=tol(torch.float64), rtol=0)
+        assert torch.equal(torch.sign(mant[:, 0]), torch.sign(psi))
+
+
+def test_block_environments(setup):
+    model, x = setup
+    cache = EnvironmentCache(model, x)
+    for u, v in [(3, 4), (4, 3), (0, 1), (7, 6)]:
+        block = model.merge(u, v)
+        envs = cache.block_environments(block)
+        assert set(envs) == set(block.virtual)
+        for ix, (outside, inside) in block.virtual.items():
+            want = _left_vectors(model, x, inside) if outside < inside else _right_vectors(model, x, inside)
+            assert torch.allclose(_value(envs[ix]), want, rtol=1e-12, atol=1e-14)
+        # psi from the environments and the block equals the dense amplitude
+        phys = {ix: x[:, var] for ix, var in block.physical.items()}
+        mant, log = node_message(block.data, block.inds, envs, phys, None, model.phys_dim)
+        psi = dense_psi(model)[config_index(x)]
+        assert torch.allclose(mant[:, 0] * torch.exp(log), psi, rtol=1e-12, atol=1e-15)
+
+
+def _expected_after_invalidate(n, k):
+    """Messages of a chain that do not depend on site k."""
+    # s -> s+1 carries sites 0..s, s+1 -> s carries sites s+1..N-1
+    keep = {(s, s + 1) for s in range(n - 1) if s < k}
+    keep |= {(s + 1, s) for s in range(n - 1) if s + 1 > k}
+    return keep
+
+
+@pytest.mark.parametrize("k", [0, 3, 7])
+def test_invalidation_drops_exactly_the_dependent_messages(setup, k):
+    model, x = setup
+    n = model.num_variables
+    cache = EnvironmentCache(model, x)
+    for node in model.nodes():
+        cache.log_amplitudes_at(node)
+    assert len(cache) == 2 * (n - 1)
+    # change site k's tensor (not a gauge move: the state changes)
+    t = model.node_tensor(k)
+    gen = torch.Generator().manual_seed(k)
+    t.modify(data=torch.randn(t.data.shape, generator=gen, dtype=t.data.dtype))
+    stale = [cache.log_amplitudes_at(node) for node in model.nodes()]
+    cache.invalidate(k)
+    assert set(cache._messages) == _expected_after_invalidate(n, k)
+    fresh = EnvironmentCache(model, x)
+    psi = dense_psi(model)[config_index(x)]
+    changed = False
+    for node, old in zip(model.nodes(), stale):
+        m1, l1 = cache.log_amplitudes_at(node)
+        m2, l2 = fresh.log_amplitudes_at(node)
+        assert torch.allclose(m1, m2, atol=1e-14, rtol=0) and torch.allclose(l1, l2, atol=1e-12, rtol=0)
+        assert torch.allclose(m1[:, 0] * torch.exp(l1), psi, rtol=1e-12, atol=1e-15)
+        changed |= not torch.allclose(old[0][:, 0] * torch.exp(old[1]), psi)
+    # without the invalidation the cache would have been wrong: the check has teeth
+    assert changed
+
+
+def test_invalidation_after_a_sweep_step(setup):
+    """merge/split on a bond, invalidate both nodes: the cache equals a fresh one."""
+    model, x = setup
+    cache = EnvironmentCache(model, x)
+    for node in model.nodes():
+        cache.log_amplitudes_at(node)
+    block = model.merge(3, 4)
+    new = block.data + 0.3 * torch.randn(block.data.shape, generator=torch.Generator().manual_seed(1), dtype=block.data.dtype)
+    model.split(block, new / torch.linalg.vector_norm(new), target=4, cutoff=0.1)
+    cache.invalidate(3)
+    cache.invalidate(4)
+    fresh = EnvironmentCache(model, x)
+    psi = dense_psi(model)[config_index(x)]
+    for node in model.nodes():
+        m1, l1 = cache.log_amplitudes_at(node)
+        m2, l2 = fresh.log_amplitudes_at(node)
+        assert torch.allclose(m1 * torch.exp(l1)[:, None], m2 * torch.exp(l2)[:, None], atol=1e-15, rtol=1e-12)
+        assert torch.allclose(m1[:, 0] * torch.exp(l1), psi, atol=1e-15, rtol=1e-12)
+
+
+def test_geometry_kernel_equals_generic_kernel(setup):
+    """If the geometry supplies a faster message kernel, it must agree with node_message."""
+    model, x = setup
+    fast = EnvironmentCache(model, x)
+    generic = EnvironmentCache(model, x)
+    generic._kernel = node_message
+    for k in range(1, model.num_variables):
+        for a, b in ((fast.message(k - 1, k), generic.message(k - 1, k)),
+                     (fast.message(k, k - 1), generic.message(k, k - 1))):
+            assert torch.allclose(_value(a), _value(b), rtol=1e-12, atol=1e-15)
+
+
+def test_long_chain_log_scales_do_not_underflow():
+    """N = 300: psi ~ e^-100, below what a bare product could hold after squaring."""
+    n = 300
+    model = MPSBornMachine.random(n, 4, seed=1)
+    x = torch.randint(0, 2, (6, n), generator=torch.Generator().manual_seed(2))
+    cache = EnvironmentCache(model, x)
+    mant, log = cache.log_amplitudes_at(150)
+    log_abs = torch.log(mant[:, 0].abs()) + log
+    fast, _ = model.log_amplitude(x)
+    generic, _ = BornMachine._log_amplitude_contract(model, x)
+    assert (log_abs < -60).all() and torch.isfinite(log_abs).all()
+    assert torch.allclose(log_abs, fast, atol=1e-9, rtol=0)
+    assert torch.allclose(log_abs, generic, atol=1e-9, rtol=0)
+    # the left message into the last site is still finite and normalised
+    vec, lg = cache.message(n - 2, n - 1)
+    assert torch.isfinite(vec).all() and torch.isfinite(lg).all()
+
+
+def test_zero_amplitude_gives_minus_infinity():
+    model = MPSBornMachine.random(5, 2, seed=0)
+    t = model.node_tensor(2)
+    data = t.data.clone()
+    data.select(t.inds.index(model.variable_index(2)), 1).zero_()
+    t.modify(data=data)
+    x = all_configs(5)
+    cache = EnvironmentCache(model, x)
+    mant, log = cache.log_amplitudes_at(0)
+    log_abs = torch.log(mant[:, 0].abs()) + log
+    assert torch.isneginf(log_abs[x[:, 2] == 1]).all()
+    assert torch.isfinite(log_abs[x[:, 2] == 0]).all()
+
+
+def test_clear_forgets_everything(setup):
+    model, x = setup
+    cache = EnvironmentCache(model, x)
+    cache.log_amplitudes_at(0)
+    assert len(cache) == model.num_variables - 1
+    cache.clear()
+    assert len(cache) == 0 and cache.nbytes() == 0
+    assert math.isfinite(float(cache.log_amplitudes_at(2)[1][0]))
