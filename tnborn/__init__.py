@@ -36,6 +36,7 @@ _LAZY = {
     "load_binary": "data",
     "random_binary": "data",
     "MPSBornMachine": "geometries",
+    "TreeBornMachine": "geometries",
     "BornMachine": "interface",
     "available_geometries": "registry",
     "get_geometry": "registry",
@@ -75,7 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover  (static analysers see ordinary imports)
     from .backend import resolve_device, resolve_dtype, set_num_threads
     from .checkpoint import checkpoint_info, load, save
     from .data import bars_and_stripes, binarize, even_parity, get_dataset, load_binary, random_binary
-    from .geometries import MPSBornMachine
+    from .geometries import MPSBornMachine, TreeBornMachine
     from .interface import BornMachine
     from .registry import available_geometries, get_geometry, register_geometry
     from .training import (
@@ -91,6 +92,7 @@ __all__ = [
     "__version__",
     "BornMachine",
     "MPSBornMachine",
+    "TreeBornMachine",
     "SweepTrainer",
     "SweepSettings",
     "Callback",

@@ -6,5 +6,6 @@ To add a geometry, write one module here whose class subclasses
 """
 
 from .mps import MPSBornMachine
+from .tree import TreeBornMachine
 
-__all__ = ["MPSBornMachine"]
+__all__ = ["MPSBornMachine", "TreeBornMachine"]

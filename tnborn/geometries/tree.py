@@ -1,0 +1,1005 @@
+"""Tree tensor network Born machine (Cheng, Wang, Xiang, Zhang, PRB 99, 155131 (2019)).
+
+``psi(x)`` is a tree of tensors whose physical indices sit on the bottom
+nodes only; every node has virtual bonds to its children and to its parent.
+The network is a quimb :class:`~quimb.tensor.TensorNetwork` of torch arrays,
+node ``i`` tagged ``"NODE{i}"``.
+
+Tree layout (a design choice, see :func:`tree_structure`)
+--------------------------------------------------------
+The tree is *binary*: every internal node has two children, so a node has at
+most three virtual bonds and the merged two-node block of the sweep at most
+four (``D^4`` entries, as for the paper's tree), not the six of a tree with
+four children per node. The pixel hierarchy is nevertheless the 2-D one:
+blocks are merged alternately with their horizontal and their vertical
+neighbour, so every two levels turn 2x2 blocks into one (28x28 -> 28x14 ->
+14x14 -> 14x7 -> 7x7 -> 7x4 -> 4x4 -> ... -> 1). At an odd edge the last
+block has no partner and passes up unchanged, which handles any image size.
+The first merge creates the *bottom nodes*, each carrying the physical
+indices of two neighbouring pixels (one at an odd edge) and a parent bond:
+pairs rather than single pixels, because a one-pixel leaf is only a ``d x D``
+change of basis that costs a sweep step and teaches nothing. The last merge
+joins the two top blocks by one edge instead of creating a root above them:
+a root with only two bonds would cap both at their initial dimension (the
+split of a block holding it has that other bond alone on one side), so the
+later of the two top nodes is the root, with three children. The 1-D
+``"binary"`` layout is the same construction on a ``1 x N`` strip.
+
+Nodes are numbered level by level from the bottom, row-major within a level,
+so children have smaller numbers than their parent and the root is the last
+node. Every node array keeps one fixed index order: child bonds (children
+order), physical indices (variable order), parent bond (none at the root).
+
+Fast exact paths over the generic ones of :class:`~tnborn.interface.BornMachine`:
+leaves-to-root log-amplitudes with per-node rescaling, ``log Z`` from the
+canonical centre, and a root-down sampler (unconditional and conditional) in
+the root-centred canonical form.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import quimb.tensor as qtn
+import torch
+
+from ..backend import make_generator, resolve_device, resolve_dtype
+from ..errors import ConfigError, NumericalError
+from ..interface import BornMachine, SplitInfo, TwoSiteBlock, draw_categorical
+from ..registry import register_geometry
+
+__all__ = ["TreeBornMachine", "TreeStructure", "tree_structure", "random_tree_arrays"]
+
+_LAYOUTS = ("auto", "binary", "image")
+
+
+# --------------------------------------------------------------------------- #
+# structure
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class TreeStructure:
+    """The shape of a tree: which node holds which variables, who is whose parent.
+
+    Attributes
+    ----------
+    num_variables : int
+        Number of variables ``N``.
+    layout : str
+        ``"binary"`` or ``"image"``.
+    image_shape : tuple of int
+        ``(h, w)`` of the pixel grid (``(1, N)`` for the binary layout).
+    parent : tuple of int
+        Parent of every node, ``-1`` for the root (the last node).
+    children : tuple of tuple of int
+        Children of every node (empty for bottom nodes).
+    variables : tuple of tuple of int
+        Variables whose physical index sits on each node (empty for internal nodes).
+    blocks : tuple of tuple of int
+        Pixel rectangle ``(row0, col0, row1, col1)`` (end-exclusive) covered by
+        each node's subtree.
+    """
+
+    num_variables: int
+    layout: str
+    image_shape: tuple[int, int]
+    parent: tuple[int, ...]
+    children: tuple[tuple[int, ...], ...]
+    variables: tuple[tuple[int, ...], ...]
+    blocks: tuple[tuple[int, int, int, int], ...]
+
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes."""
+        return len(self.parent)
+
+    @property
+    def root(self) -> int:
+        """The root node (the last one)."""
+        return len(self.parent) - 1
+
+    def subtree_size(self, node: int) -> int:
+        """Number of variables in the subtree of ``node``.
+
+        Parameters
+        ----------
+        node : int
+            A node.
+
+        Returns
+        -------
+        int
+            The size of its pixel block.
+        """
+        r0, c0, r1, c1 = self.blocks[node]
+        return (r1 - r0) * (c1 - c0)
+
+    def depth(self, node: int) -> int:
+        """Number of edges between ``node`` and the root.
+
+        Parameters
+        ----------
+        node : int
+            A node.
+
+        Returns
+        -------
+        int
+            Its depth (0 for the root).
+        """
+        k = 0
+        while self.parent[node] >= 0:
+            node = self.parent[node]
+            k += 1
+        return k
+
+    def path(self, a: int, b: int) -> list[int]:
+        """Nodes on the tree path from ``a`` to ``b``.
+
+        Parameters
+        ----------
+        a, b : int
+            End nodes.
+
+        Returns
+        -------
+        list of int
+            The path, both ends included.
+        """
+        up_a, up_b = [a], [b]
+        da, db = self.depth(a), self.depth(b)
+        while da > db:
+            up_a.append(self.parent[up_a[-1]])
+            da -= 1
+        while db > da:
+            up_b.append(self.parent[up_b[-1]])
+            db -= 1
+        while up_a[-1] != up_b[-1]:
+            up_a.append(self.parent[up_a[-1]])
+            up_b.append(self.parent[up_b[-1]])
+        return up_a + up_b[-2::-1]
+
+
+def _resolve_layout(
+    num_variables: int, layout: str, image_shape: Sequence[int] | None
+) -> tuple[str, tuple[int, int]]:
+    if not isinstance(num_variables, int) or isinstance(num_variables, bool) or num_variables < 2:
+        raise ConfigError(f"num_variables must be an integer >= 2, got {num_variables!r}")
+    if layout not in _LAYOUTS:
+        raise ConfigError(f"layout must be one of {_LAYOUTS}, got {layout!r}")
+    n = num_variables
+    if layout == "auto":
+        if image_shape is not None:
+            layout = "image"
+        else:
+            layout = "image" if (math.isqrt(n) ** 2 == n and n >= 4) else "binary"
+    if layout == "binary":
+        if image_shape is not None:
+            raise ConfigError("image_shape is only used by layout='image' (or 'auto'); got layout='binary'")
+        return "binary", (1, n)
+    if image_shape is None:
+        r = math.isqrt(n)
+        if r * r != n:
+            raise ConfigError(
+                f"layout='image' needs image_shape=(h, w) when num_variables={n} is not a perfect square"
+            )
+        return "image", (r, r)
+    try:
+        h, w = (int(v) for v in image_shape)
+    except (TypeError, ValueError):
+        raise ConfigError(f"image_shape must be a pair of positive integers (h, w), got {image_shape!r}") from None
+    if h < 1 or w < 1 or h * w != n:
+        raise ConfigError(f"image_shape {tuple(image_shape)} must be positive with h * w = num_variables = {n}")
+    return "image", (h, w)
+
+
+def tree_structure(
+    num_variables: int, layout: str = "auto", image_shape: Sequence[int] | None = None
+) -> TreeStructure:
+    """Build the tree of a layout (deterministic: checkpoints rebuild it from the config).
+
+    Blocks of the ``(h, w)`` pixel grid (a ``(1, N)`` strip for ``"binary"``)
+    are merged pairwise, alternating between horizontal neighbours (columns
+    ``2j, 2j+1`` of blocks) and vertical neighbours (rows ``2i, 2i+1``),
+    starting horizontally and skipping a direction with a single block; an
+    unpaired last block passes up unchanged. The first merge makes the bottom
+    nodes (one or two pixels each). The last merge joins the two top blocks by
+    an edge: the later-built one is the root (it may then hold physical
+    indices itself when ``N <= 4``; with ``N = 2`` each variable gets a node).
+
+    Parameters
+    ----------
+    num_variables : int
+        ``N >= 2``.
+    layout : str
+        ``"binary"`` (1-D), ``"image"`` (2-D) or ``"auto"`` (image if
+        ``image_shape`` is given or ``N >= 4`` is a perfect square, else binary).
+    image_shape : pair of int, optional
+        ``(h, w)`` with ``h * w = N`` for the image layout (default: square).
+
+    Returns
+    -------
+    TreeStructure
+        The tree.
+    """
+    layout, (h, w) = _resolve_layout(num_variables, layout, image_shape)
+    parent: list[int] = []
+    children: list[tuple[int, ...]] = []
+    variables: list[tuple[int, ...]] = []
+    blocks: list[tuple[int, int, int, int]] = []
+
+    def new_node(kids: tuple[int, ...], vars_: tuple[int, ...], rect: tuple[int, int, int, int]) -> int:
+        parent.append(-1)
+        children.append(kids)
+        variables.append(vars_)
+        blocks.append(rect)
+        for c in kids:
+            parent[c] = len(parent) - 1
+        return len(parent) - 1
+
+    def join_top(a: int, b: int) -> None:
+        # the last merge joins the two top blocks by one edge, with no new node: a root
+        # holding only two bonds would cap both at their initial dimension forever
+        root, other = max(a, b), min(a, b)
+        kids = children[root]
+        children[root] = (other,) + kids if other == a else kids + (other,)
+        parent[other] = root
+        blocks[root] = (0, 0, h, w)
+
+    # a grid of items: ("pix", var, rect) before the first merge, then ("node", id, rect)
+    grid = [[("pix", r * w + c, (r, c, r + 1, c + 1)) for c in range(w)] for r in range(h)]
+    horizontal = True
+    while len(grid) > 1 or len(grid[0]) > 1:
+        if horizontal and len(grid[0]) == 1:
+            horizontal = False
+        elif not horizontal and len(grid) == 1:
+            horizontal = True
+        if not horizontal:  # pair rows of blocks: transpose, pair columns, transpose back
+            grid = [list(col) for col in zip(*grid)]
+        final = len(grid) == 1 and len(grid[0]) == 2
+        merged = []
+        for row in grid:
+            out = []
+            for j in range(0, len(row), 2):
+                group = row[j : j + 2]
+                rects = [g[2] for g in group]
+                rect = (min(r[0] for r in rects), min(r[1] for r in rects),
+                        max(r[2] for r in rects), max(r[3] for r in rects))
+                if final:
+                    if group[0][0] == "pix":  # N = 2: one bottom node per variable
+                        group = [("node", new_node((), (g[1],), g[2]), g[2]) for g in group]
+                    join_top(group[0][1], group[1][1])
+                    out.append(("node", max(g[1] for g in group), rect))
+                elif group[0][0] == "pix":
+                    vars_ = tuple(sorted(g[1] for g in group))
+                    out.append(("node", new_node((), vars_, rect), rect))
+                elif len(group) == 1:
+                    out.append(group[0])
+                else:
+                    out.append(("node", new_node(tuple(g[1] for g in group), (), rect), rect))
+            merged.append(out)
+        grid = merged
+        if not horizontal:
+            grid = [list(col) for col in zip(*grid)]
+        horizontal = not horizontal
+    assert parent.count(-1) == 1 and parent[-1] == -1
+    return TreeStructure(
+        num_variables=num_variables,
+        layout=layout,
+        image_shape=(h, w),
+        parent=tuple(parent),
+        children=tuple(children),
+        variables=tuple(variables),
+        blocks=tuple(blocks),
+    )
+
+
+def _node_shape(struct: TreeStructure, node: int, dims: Sequence[int], d: int) -> tuple[int, ...]:
+    """Array shape of ``node`` given the bond dimension ``dims[c]`` of each edge ``c -> parent``."""
+    shape = [dims[c] for c in struct.children[node]] + [d] * len(struct.variables[node])
+    if struct.parent[node] >= 0:
+        shape.append(dims[node])
+    return tuple(shape)
+
+
+def _axis(struct: TreeStructure, node: int, nb: int) -> int:
+    """Axis of ``node``'s array that carries the bond to neighbour ``nb``."""
+    if struct.parent[node] == nb:
+        return len(struct.children[node]) + len(struct.variables[node])
+    return struct.children[node].index(nb)
+
+
+def _qr_move(
+    struct: TreeStructure, arrays: list[torch.Tensor], a: int, b: int, normalise: bool = False
+) -> None:
+    """Move the orthogonality centre from ``a`` to its neighbour ``b`` (in place on the list).
+
+    ``a`` becomes an isometry from its other indices onto the bond ``a-b``
+    (whose dimension may shrink to the rank bound) and ``R`` is absorbed into
+    ``b``. With ``normalise`` the carried ``R`` is scaled to unit norm (the
+    state changes by a positive factor only).
+    """
+    ax = _axis(struct, a, b)
+    moved = arrays[a].movedim(ax, -1)
+    shp = moved.shape
+    q, r = torch.linalg.qr(moved.reshape(-1, shp[-1]))
+    arrays[a] = q.reshape(*shp[:-1], q.shape[1]).movedim(-1, ax).contiguous()
+    if normalise:
+        r = r / torch.linalg.vector_norm(r)
+    bx = _axis(struct, b, a)
+    arrays[b] = torch.tensordot(r, arrays[b], dims=([1], [bx])).movedim(0, bx).contiguous()
+
+
+def _canonize_all(
+    struct: TreeStructure, arrays: list[torch.Tensor], target: int, normalise: bool = False
+) -> None:
+    """Bring every node to an isometry towards ``target`` (leaves first), in place on the list."""
+    towards = {target: -1}
+    order = [target]
+    for node in order:  # breadth-first from the target
+        for nb in _neighbours(struct, node):
+            if nb not in towards:
+                towards[nb] = node
+                order.append(nb)
+    for node in reversed(order[1:]):
+        _qr_move(struct, arrays, node, towards[node], normalise)
+
+
+def _neighbours(struct: TreeStructure, node: int) -> tuple[int, ...]:
+    p = struct.parent[node]
+    return struct.children[node] + ((p,) if p >= 0 else ())
+
+
+def random_tree_arrays(
+    struct: TreeStructure,
+    bond_dim: int = 2,
+    phys_dim: int = 2,
+    seed: int | None = 0,
+    dtype: torch.dtype = torch.float64,
+) -> list[torch.Tensor]:
+    """Random normalised node arrays, canonical towards the root.
+
+    Entries are i.i.d. normal in float64 (real and imaginary parts for complex
+    dtypes); QR from the leaves up makes every non-root node an isometry onto
+    its parent bond, normalising the carried factor at every step so nothing
+    under- or overflows at any size; the root (the centre) gets unit norm, so
+    ``Z = 1``.
+
+    Parameters
+    ----------
+    struct : TreeStructure
+        The tree.
+    bond_dim : int
+        Bond dimension (capped at ``d^min(k, N - k)`` for an edge above ``k`` variables).
+    phys_dim : int
+        Physical dimension ``d``.
+    seed : int or None
+        Seed of the CPU generator.
+    dtype : torch.dtype
+        Dtype of the returned arrays.
+
+    Returns
+    -------
+    list of torch.Tensor
+        CPU arrays in node order, each in the fixed index order (child bonds,
+        physical indices, parent bond).
+    """
+    gen = make_generator(seed)
+    n = struct.num_variables
+    sizes = [struct.subtree_size(c) for c in range(struct.num_nodes)]
+    dims = [int(min(bond_dim, phys_dim ** min(k, n - k, 60))) for k in sizes]
+    arrays = []
+    for node in range(struct.num_nodes):
+        shape = _node_shape(struct, node, dims, int(phys_dim))
+        a = torch.randn(shape, generator=gen, dtype=torch.float64)
+        if dtype.is_complex:
+            a = torch.complex(a, torch.randn(shape, generator=gen, dtype=torch.float64))
+        arrays.append(a)
+    _canonize_all(struct, arrays, struct.root, normalise=True)
+    arrays[-1] = arrays[-1] / torch.linalg.vector_norm(arrays[-1])
+    return [a.to(dtype) for a in arrays]
+
+
+def _normalise_rows(vec: torch.Tensor, log: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Divide every row (first axis) by its max-abs entry; return it and the accumulated log."""
+    scale = vec.abs().reshape(vec.shape[0], -1).amax(dim=1)
+    positive = scale > 0
+    safe = torch.where(positive, scale, torch.ones_like(scale))
+    lg = torch.where(positive, torch.log(safe), torch.full_like(safe, -torch.inf))
+    shape = (-1,) + (1,) * (vec.ndim - 1)
+    out = vec / safe.reshape(shape).to(vec.dtype)
+    return out, lg if log is None else log + lg
+
+
+# --------------------------------------------------------------------------- #
+# the machine
+# --------------------------------------------------------------------------- #
+@register_geometry("tree")
+class TreeBornMachine(BornMachine):
+    """Born machine on a tree tensor network with physical indices on the bottom nodes.
+
+    Parameters
+    ----------
+    arrays : sequence of torch.Tensor
+        Node arrays in node order, each with indices (child bonds, physical
+        indices, parent bond); see :func:`tree_structure` for the numbering.
+    structure : TreeStructure
+        The tree (from :func:`tree_structure`).
+    center : int, optional
+        The orthogonality centre if the arrays are canonical around it (not
+        checked), else ``None``.
+
+    See Also
+    --------
+    TreeBornMachine.random : the usual constructor.
+    """
+
+    geometry = "tree"
+    is_tree = True
+
+    def __init__(self, arrays: Sequence[torch.Tensor], structure: TreeStructure, center: int | None = None):
+        arrays = list(arrays)
+        st = structure
+        if len(arrays) != st.num_nodes:
+            raise ConfigError(f"the tree has {st.num_nodes} nodes but {len(arrays)} arrays were given")
+        d = int(arrays[0].shape[0]) if arrays[0].ndim else 0  # node 0 is a bottom node
+        super().__init__(phys_dim=d)
+        if d < 2:
+            raise ConfigError(f"physical dimension must be >= 2, got {d}")
+        dims = [int(a.shape[-1]) if a.ndim else 0 for a in arrays]
+        for node, a in enumerate(arrays):
+            expected = _node_shape(st, node, dims, d)
+            if tuple(a.shape) != expected:
+                raise ConfigError(f"node {node}: expected shape {expected} (child bonds, "
+                                  f"{len(st.variables[node])} physical, parent bond), got {tuple(a.shape)}")
+        self._struct = st
+        self._inds = []
+        tensors = []
+        for node, a in enumerate(arrays):
+            inds = tuple(f"b{c}" for c in st.children[node]) + tuple(f"k{v}" for v in st.variables[node])
+            if st.parent[node] >= 0:
+                inds = inds + (f"b{node}",)
+            self._inds.append(inds)
+            tensors.append(qtn.Tensor(a, inds=inds, tags={f"NODE{node}"}))
+        self._tn = qtn.TensorNetwork(tensors, virtual=True)
+        self._tensors = tensors
+        self._var_node = [0] * st.num_variables
+        for node, vs in enumerate(st.variables):
+            for v in vs:
+                self._var_node[v] = node
+        if center is not None and not (isinstance(center, int) and 0 <= center < st.num_nodes):
+            raise ConfigError(f"center must be a node number in [0, {st.num_nodes}), got {center!r}")
+        self._center = center
+
+    # ----------------------------------------------------------- construction
+    @classmethod
+    def random(
+        cls,
+        num_variables: int,
+        bond_dim: int = 2,
+        phys_dim: int = 2,
+        seed: int | None = 0,
+        dtype: str | torch.dtype | None = None,
+        device: str | torch.device | None = None,
+        layout: str = "auto",
+        image_shape: Sequence[int] | None = None,
+    ) -> "TreeBornMachine":
+        """A random normalised tree Born machine, canonical around the root.
+
+        Parameters
+        ----------
+        num_variables : int
+            Number of variables ``N >= 2``.
+        bond_dim : int
+            Initial bond dimension (capped at the exact maximum of each edge).
+        phys_dim : int
+            Values per variable (2 for binary data).
+        seed : int or None
+            Seed of the initialisation.
+        dtype : str or torch.dtype, optional
+            ``"float64"`` (default), ``"float32"``, ``"complex64"``, ``"complex128"``.
+        device : str or torch.device, optional
+            ``"cpu"`` (default), ``"cuda"``, ``"auto"``.
+        layout : str
+            ``"binary"``, ``"image"`` or ``"auto"`` (see :func:`tree_structure`).
+        image_shape : pair of int, optional
+            ``(h, w)`` for the image layout (default: square).
+
+        Returns
+        -------
+        TreeBornMachine
+            The machine with ``Z = 1`` and the root as centre.
+        """
+        if not isinstance(bond_dim, int) or bond_dim < 1:
+            raise ConfigError(f"bond_dim must be an integer >= 1, got {bond_dim!r}")
+        if not isinstance(phys_dim, int) or phys_dim < 2:
+            raise ConfigError(f"phys_dim must be an integer >= 2, got {phys_dim!r}")
+        struct = tree_structure(num_variables, layout, image_shape)
+        dt = resolve_dtype(dtype)
+        dev = resolve_device(device)
+        arrays = random_tree_arrays(struct, bond_dim, phys_dim, seed, dt)
+        return cls([a.to(dev) for a in arrays], struct, center=struct.root)
+
+    def config(self) -> dict[str, Any]:
+        """Construction parameters (for checkpoints): size, layout and image shape."""
+        st = self._struct
+        return {
+            "num_variables": st.num_variables,
+            "phys_dim": self.phys_dim,
+            "layout": st.layout,
+            "image_shape": list(st.image_shape) if st.layout == "image" else None,
+        }
+
+    @classmethod
+    def from_arrays(cls, arrays: Sequence[torch.Tensor], config: dict[str, Any]) -> "TreeBornMachine":
+        """Rebuild from node arrays as returned by :meth:`arrays`.
+
+        Parameters
+        ----------
+        arrays : sequence of torch.Tensor
+            Node arrays in :meth:`nodes` order, in the fixed index order.
+        config : dict
+            From :meth:`config`.
+
+        Returns
+        -------
+        TreeBornMachine
+            The machine (centre unknown until set by the caller).
+        """
+        if not isinstance(config, dict) or not isinstance(config.get("num_variables"), int):
+            raise ConfigError(f"a tree config needs an integer 'num_variables', got {config!r}")
+        struct = tree_structure(config["num_variables"], config.get("layout", "auto"), config.get("image_shape"))
+        d = config.get("phys_dim")
+        machine = cls(arrays, struct)
+        if d is not None and int(d) != machine.phys_dim:
+            raise ConfigError(f"config says phys_dim={d} but the arrays have {machine.phys_dim}")
+        return machine
+
+    # ----------------------------------------------------------- structure
+    @property
+    def tn(self) -> qtn.TensorNetwork:
+        """The quimb :class:`~quimb.tensor.TensorNetwork` (torch arrays, tags ``NODE{i}``)."""
+        return self._tn
+
+    @property
+    def structure(self) -> TreeStructure:
+        """The tree layout (parents, children, variables and pixel block of every node)."""
+        return self._struct
+
+    @property
+    def root(self) -> int:
+        """The root node (the last one)."""
+        return self._struct.root
+
+    @property
+    def num_variables(self) -> int:
+        """Number of variables."""
+        return self._struct.num_variables
+
+    def nodes(self) -> tuple[int, ...]:
+        """Node numbers ``0 .. M-1`` (bottom level first, root last)."""
+        return tuple(range(self._struct.num_nodes))
+
+    def neighbours(self, node: int) -> tuple[int, ...]:
+        """Children, then the parent."""
+        return _neighbours(self._struct, node)
+
+    def node_tensor(self, node: int) -> qtn.Tensor:
+        """The quimb tensor of ``node``."""
+        return self._tensors[node]
+
+    def bond_index(self, u: int, v: int) -> str:
+        """Name of the bond between neighbours: ``'b{child}'``."""
+        st = self._struct
+        if 0 <= u < st.num_nodes and st.parent[u] == v:
+            return f"b{u}"
+        if 0 <= v < st.num_nodes and st.parent[v] == u:
+            return f"b{v}"
+        raise ConfigError(f"nodes {u!r} and {v!r} are not neighbours in the tree")
+
+    def variable_index(self, var: int) -> str:
+        """Physical index of variable ``var`` (``'k{var}'``)."""
+        return f"k{var}"
+
+    def variable_node(self, var: int) -> int:
+        """Bottom node carrying variable ``var``."""
+        return self._var_node[var]
+
+    def node_variables(self, node: int) -> tuple[int, ...]:
+        """Variables on ``node`` (empty for internal nodes)."""
+        return self._struct.variables[node]
+
+    def edges(self) -> list[tuple[int, int]]:
+        """Edges ``(child, parent)`` ordered by child."""
+        return [(c, self._struct.parent[c]) for c in range(self._struct.num_nodes - 1)]
+
+    def bond_dims(self) -> list[int]:
+        """Dimension of every edge, in :meth:`edges` order."""
+        return [int(self._tensors[c].ind_size(f"b{c}")) for c in range(self._struct.num_nodes - 1)]
+
+    def _data(self, node: int) -> torch.Tensor:
+        """Array of ``node`` in the fixed index order."""
+        t = self._tensors[node]
+        if tuple(t.inds) == self._inds[node]:
+            return t.data
+        return t.data.permute(*[t.inds.index(ix) for ix in self._inds[node]])
+
+    def _set(self, node: int, data: torch.Tensor) -> None:
+        self._tensors[node].modify(data=data.contiguous(), inds=self._inds[node])
+
+    def _reorder(self, node: int) -> None:
+        """Restore the fixed index order after a generic operation permuted it."""
+        if tuple(self._tensors[node].inds) != self._inds[node]:
+            self._set(node, self._data(node))
+
+    # ----------------------------------------------------------- sweeps
+    def sweep_schedule(self) -> list[list[tuple[int, int]]]:
+        """Depth-first walks from the root: round trips into the root's subtrees.
+
+        At a node ``n`` holding the centre, each child ``c`` in turn is either
+        a bottom node, updated once by the step ``(c, n)`` with the centre
+        staying on ``n``, or an internal node, entered by ``(n, c)``, walked
+        recursively and left by ``(c, n)``. So consecutive steps share the
+        centre, internal edges are updated once each way and bottom edges once
+        (like the end bonds of the chain schedule), and every half-sweep starts
+        and ends with the centre on the root. The first half-sweep is the round
+        trip into the root's first child (the other half of the image), the
+        second the trips into the remaining children (the same trip twice when
+        the root has a single child).
+
+        Returns
+        -------
+        list of list of (int, int)
+            The two half-sweeps.
+        """
+        st = self._struct
+
+        def trip(n: int) -> list[tuple[int, int]]:  # parent -> n, walk below n, n -> parent
+            if not st.children[n]:
+                return [(n, st.parent[n])]
+            steps = [(st.parent[n], n)]
+            for c in st.children[n]:
+                steps += trip(c)
+            return steps + [(n, st.parent[n])]
+
+        trips = [trip(c) for c in st.children[st.root]]
+        if len(trips) == 1:
+            return [trips[0], list(trips[0])]
+        return [trips[0], [step for t in trips[1:] for step in t]]
+
+    def move_center(self, node: int) -> None:
+        """Move the orthogonality centre to ``node`` by QR along the tree path.
+
+        With no known centre every node is first made an isometry towards
+        ``node`` (leaves first). Exact gauge moves: the state is unchanged.
+
+        Parameters
+        ----------
+        node : int
+            The new centre.
+        """
+        st = self._struct
+        if not (isinstance(node, int) and 0 <= node < st.num_nodes):
+            raise ConfigError(f"node must be a node number in [0, {st.num_nodes}), got {node!r}")
+        if self._center == node:
+            return
+        arrays = [self._data(n) for n in range(st.num_nodes)]
+        if self._center is None:
+            _canonize_all(st, arrays, node)
+            changed = range(st.num_nodes)
+        else:
+            path = st.path(self._center, node)
+            for a, b in zip(path[:-1], path[1:]):
+                _qr_move(st, arrays, a, b)
+            changed = path
+        for n in changed:
+            self._set(n, arrays[n])
+        self._center = node
+
+    def normalize(self) -> None:
+        """Rescale to ``Z = 1`` (canonicalises towards the root first if no centre is known)."""
+        if self._center is None:
+            self.move_center(self.root)
+        c = self._data(self._center)
+        self._set(self._center, c / torch.linalg.vector_norm(c))
+
+    def split(
+        self,
+        block: TwoSiteBlock,
+        data: torch.Tensor | None = None,
+        target: int | None = None,
+        cutoff: float = 0.0,
+        max_bond: int | None = None,
+        min_bond: int = 1,
+        method: str = "svd",
+    ) -> SplitInfo:
+        """Truncated SVD split (:meth:`BornMachine.split`), then restore the fixed index order.
+
+        Parameters
+        ----------
+        block, data, target, cutoff, max_bond, min_bond, method
+            As in :meth:`BornMachine.split`.
+
+        Returns
+        -------
+        SplitInfo
+            What the split kept and discarded.
+        """
+        info = super().split(block, data, target, cutoff, max_bond, min_bond, method)
+        for node in block.nodes:
+            self._reorder(node)
+        return info
+
+    # ----------------------------------------------------------- probabilities
+    def log_norm(self) -> torch.Tensor:
+        """``log Z``: from the centre tensor when canonical, else by a leaves-to-root doubled pass."""
+        if self._center is not None:
+            c = self._data(self._center)
+            return 2.0 * torch.log(torch.linalg.vector_norm(c)).to(c.real.dtype)
+        st = self._struct
+        envs: dict[int, torch.Tensor] = {}
+        real = self.dtype.to_real() if self.dtype.is_complex else self.dtype
+        log = torch.zeros((), dtype=real, device=self.device)
+        for node in range(st.num_nodes):
+            a = self._data(node)
+            if st.parent[node] < 0:
+                a = a.unsqueeze(-1)
+            bra = a.conj()
+            for i, c in enumerate(st.children[node]):
+                bra = torch.tensordot(envs.pop(c), bra, dims=([1], [i])).movedim(0, i)
+            dp = a.shape[-1]
+            env = a.reshape(-1, dp).transpose(0, 1) @ bra.reshape(-1, dp)
+            scale = env.abs().amax()
+            env = env / scale
+            log = log + torch.log(scale)
+            envs[node] = env
+        return log + torch.log(envs[st.root].real.reshape(()))
+
+    def log_amplitude(self, x: Any, chunk_size: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
+        """Leaves-to-root log-amplitudes with per-node rescaling (exact, batched).
+
+        Parameters
+        ----------
+        x : array_like
+            ``(batch, N)`` configurations.
+        chunk_size : int
+            Configurations processed at once (bounds memory).
+
+        Returns
+        -------
+        log_abs, phase : torch.Tensor
+            As in :meth:`BornMachine.log_amplitude`.
+        """
+        xt = self.as_configurations(x)
+        outs = [self._log_amplitude_tree(xt[s : s + chunk_size]) for s in range(0, xt.shape[0], chunk_size)]
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    def _grouped(self, node: int, a: torch.Tensor | None = None) -> torch.Tensor:
+        """Array of ``node`` as ``(child bonds..., S, Dp)``: joint physical axis ``S = d^k``
+        (1 without physical indices) and parent bond ``Dp`` (1 at the root)."""
+        st = self._struct
+        a = self._data(node) if a is None else a
+        k = len(st.children[node])
+        dp = a.shape[-1] if st.parent[node] >= 0 else 1
+        return a.reshape(*a.shape[:k], -1, dp)
+
+    def _log_amplitude_tree(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        st = self._struct
+        b = x.shape[0]
+        rows = torch.arange(b, device=x.device)
+        msgs: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for node in range(st.num_nodes):  # children before parents
+            a = self._grouped(node)
+            kids = st.children[node]
+            code = self._leaf_codes(node, x)
+            if not kids:
+                m, log = a[code], None
+            else:
+                m0, log = msgs.pop(kids[0])
+                y = m0 @ a.reshape(a.shape[0], -1)
+                for c in kids[1:]:
+                    mc, lc = msgs.pop(c)
+                    y = torch.bmm(mc.unsqueeze(1), y.reshape(b, mc.shape[1], -1)).squeeze(1)
+                    log = log + lc
+                y = y.reshape(b, -1, a.shape[-1])
+                m = y[rows, code]
+            msgs[node] = _normalise_rows(m, log)
+        m, log = msgs[st.root]
+        m = m[:, 0]
+        mag = m.abs()
+        log_abs = log + torch.log(mag)
+        phase = m / torch.where(mag > 0, mag, torch.ones_like(mag)).to(m.dtype)
+        return log_abs, phase
+
+    # ----------------------------------------------------------- sampling
+    def _root_canonical_arrays(self) -> list[torch.Tensor]:
+        """Node arrays canonical towards the root (new tensors where they differ; ``self`` untouched)."""
+        st = self._struct
+        arrays = [self._data(n) for n in range(st.num_nodes)]
+        if self._center is None:
+            _canonize_all(st, arrays, st.root)
+        elif self._center != st.root:
+            path = st.path(self._center, st.root)
+            for a, b in zip(path[:-1], path[1:]):
+                _qr_move(st, arrays, a, b)
+        return arrays
+
+    def _leaf_codes(self, node: int, x: torch.Tensor) -> torch.Tensor:
+        """Joint code of the node's variables (first variable most significant), ``(rows,)``."""
+        code = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+        for v in self._struct.variables[node]:
+            code = code * self.phys_dim + x[:, v]
+        return code
+
+    def _leaf_weights(self, node: int, x: torch.Tensor, known: torch.Tensor) -> torch.Tensor | None:
+        """``(rows, d^k)`` mask of the joint values consistent with the known variables (or None)."""
+        vs = self._struct.variables[node]
+        if not vs or not bool(known[:, list(vs)].any()):
+            return None
+        d = self.phys_dim
+        codes = torch.arange(d ** len(vs), device=x.device)
+        ok = torch.ones((x.shape[0], codes.shape[0]), dtype=torch.bool, device=x.device)
+        for j, v in enumerate(vs):
+            digit = (codes // d ** (len(vs) - 1 - j)) % d
+            ok = ok & (~known[:, v, None] | (x[:, v, None] == digit[None, :]))
+        return ok
+
+    def _doubled_up(
+        self, arrays: list[torch.Tensor], x: torch.Tensor, known: torch.Tensor
+    ) -> dict[int, torch.Tensor]:
+        """Doubled subtree environments ``U_n`` (rows, D, D) on each parent bond.
+
+        Known variables are projected on their values and free ones traced;
+        only nodes with a known variable below them in some row are stored
+        (the others are the identity, by the root-centred canonical form).
+        """
+        st = self._struct
+        envs: dict[int, torch.Tensor] = {}
+        for node in range(st.num_nodes - 1):
+            kids = st.children[node]
+            w = self._leaf_weights(node, x, known)
+            if w is None and not any(c in envs for c in kids):
+                continue
+            a = self._grouped(node, arrays[node])
+            bra = a.conj().unsqueeze(0)
+            for i, c in enumerate(kids):
+                if c in envs:
+                    u = envs[c]
+                    bra = _apply_env(u, bra.expand(u.shape[0], *bra.shape[1:]), i + 1)
+            if w is not None:
+                bra = bra * w.to(a.dtype).reshape(w.shape[0], *([1] * len(kids)), -1, 1)
+            dp = a.shape[-1]
+            env = torch.einsum("kp,bkq->bpq", a.reshape(-1, dp), bra.reshape(bra.shape[0], -1, dp))
+            envs[node] = _normalise_rows(env)[0]
+        return envs
+
+    def _sample_free(
+        self, x: torch.Tensor, known: torch.Tensor, gen: torch.Generator, chunk_bytes: int = 2**28
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Root-down sampler: exact, batched; conditional when ``known`` is set.
+
+        In the root-centred canonical form a subtree whose variables are all
+        free traces to the identity on its parent bond. Walking the tree depth
+        first from the root, each node hands to a child the doubled environment
+        of their bond (a ``D x D`` matrix per row): its own tensor with the
+        environment from above, the children already sampled as amplitude
+        vectors and the others as the identity, or as their doubled
+        environment :meth:`_doubled_up` when they hold known variables. At a
+        node with physical indices the diagonal of the environment gives the
+        exact conditional distribution of its variables, drawn jointly.
+        """
+        arrays = self._root_canonical_arrays()
+        x = x.clone()
+        out_logp = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
+        biggest = max(a.numel() for a in arrays)
+        per_row = (8 * biggest + 2 * sum(a.shape[-1] ** 2 for a in arrays)) * arrays[0].element_size()
+        step = max(1, int(chunk_bytes // max(per_row, 1)))
+        for start in range(0, x.shape[0], step):
+            xs, ks = x[start : start + step], known[start : start + step]
+            ups, inverse = {}, None
+            if bool(ks.any()):
+                # doubled environments depend only on the known part: once per distinct row
+                key = torch.where(ks, xs, torch.full_like(xs, -1))
+                uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
+                ups = self._doubled_up(arrays, uniq.clamp_min(0), uniq >= 0)
+            xs, lp = self._sample_chunk(arrays, xs.clone(), ks, ups, inverse, gen)
+            x[start : start + step] = xs
+            out_logp[start : start + step] = lp
+        return x, out_logp
+
+    def _sample_chunk(self, arrays, x, known, ups, inverse, gen):
+        st = self._struct
+        b = x.shape[0]
+        rows = torch.arange(b, device=x.device)
+        logp = torch.zeros(b, dtype=torch.float64, device=x.device)
+
+        def batch(t: torch.Tensor) -> torch.Tensor:
+            return t.expand(b, *t.shape[1:])
+
+        def visit(node: int, env: torch.Tensor) -> torch.Tensor:
+            nonlocal logp
+            a = self._grouped(node, arrays[node])  # (D_c..., S, Dp)
+            dp = a.shape[-1]
+            kids = st.children[node]
+            amp = a.unsqueeze(0)  # ket without the environment (for the upward message)
+            ket = torch.matmul(a.reshape(-1, dp), env).reshape(b, *a.shape)
+            bra = a.conj().unsqueeze(0)
+            w = self._leaf_weights(node, x, known)
+            for i, c in enumerate(kids):
+                # the later children enter traced (identity) or through their doubled environment
+                bra_i = bra
+                for j in range(i + 1, len(kids)):
+                    if kids[j] in ups:
+                        bra_i = _apply_env(ups[kids[j]][inverse], batch(bra_i), 1 + j - i)
+                if w is not None:
+                    bra_i = bra_i * w.to(a.dtype).reshape(b, *([1] * (len(kids) - i)), -1, 1)
+                di = ket.shape[1]
+                env_i = torch.bmm(ket.reshape(b, di, -1), batch(bra_i).reshape(b, di, -1).transpose(1, 2))
+                m = visit(c, _normalise_rows(env_i)[0])
+                ket = torch.bmm(m.unsqueeze(1), ket.reshape(b, di, -1)).reshape(b, *ket.shape[2:])
+                bra = torch.bmm(m.conj().unsqueeze(1), batch(bra).reshape(b, di, -1)).reshape(b, *bra.shape[2:])
+                amp = torch.bmm(m.unsqueeze(1), batch(amp).reshape(b, di, -1)).reshape(b, *amp.shape[2:])
+            vs = st.variables[node]
+            if vs:
+                weights = (ket * batch(bra)).sum(dim=-1).real.clamp_min(0)
+                if w is not None:
+                    weights = weights * w.to(weights.dtype)
+                active = (~known[:, list(vs)]).any(dim=1)
+                code, lp = draw_categorical(weights, active, gen)
+                code = torch.where(active, code, self._leaf_codes(node, x))
+                d = self.phys_dim
+                for j, v in enumerate(vs):
+                    digit = (code // d ** (len(vs) - 1 - j)) % d
+                    x[:, v] = torch.where(known[:, v], x[:, v], digit)
+                logp = logp + lp
+                m = batch(amp)[rows, code]
+            else:
+                m = batch(amp)[:, 0]
+            m, _ = _normalise_rows(m)
+            if bool((m.abs().amax(dim=1) == 0).any()):
+                raise NumericalError("a configuration reached zero amplitude during sampling")
+            return m
+
+        visit(st.root, torch.ones((b, 1, 1), dtype=arrays[0].dtype, device=x.device))
+        return x, logp
+
+    # ----------------------------------------------------------- diagnostics
+    def entanglement_entropies(self) -> list[float]:
+        """Von Neumann entropy (nats) of the normalised state across every edge.
+
+        Returns
+        -------
+        list of float
+            One entropy per edge, in :meth:`edges` order (edge ``c`` joins
+            node ``c`` to its parent).
+        """
+        st = self._struct
+        arrays = self._root_canonical_arrays()
+        out = [0.0] * (st.num_nodes - 1)
+
+        def down(node: int) -> None:  # depth-first walk carrying the centre along
+            for c in st.children[node]:
+                _qr_move(st, arrays, node, c)
+                a = arrays[c]
+                p = torch.linalg.svdvals(a.reshape(-1, a.shape[-1])) ** 2
+                p = p[p > 0] / p.sum()
+                out[c] = float(-(p * torch.log(p)).sum())
+                down(c)
+                _qr_move(st, arrays, c, node)
+
+        down(st.root)
+        return out
+
+
+def _apply_env(u: torch.Tensor, bra: torch.Tensor, axis: int) -> torch.Tensor:
+    """Contract a batched doubled environment ``u`` (rows, ket, bra) into ``bra``'s ``axis``.
+
+    ``bra`` has the batch on axis 0; the result keeps the axis position and
+    now carries the environment's ket index there.
+    """
+    moved = bra.movedim(axis, 1)
+    shp = moved.shape
+    res = torch.bmm(u, moved.reshape(shp[0], shp[1], -1))
+    return res.reshape(shp[0], u.shape[1], *shp[2:]).movedim(1, axis)
