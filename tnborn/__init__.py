@@ -26,6 +26,7 @@ _LAZY = {
     "resolve_device": "backend",
     "resolve_dtype": "backend",
     "set_num_threads": "backend",
+    "compile_mps": "circuit",
     "checkpoint_info": "checkpoint",
     "load": "checkpoint",
     "save": "checkpoint",
@@ -49,7 +50,7 @@ _LAZY = {
     "SweepTrainer": "training",
 }
 _SUBMODULES = frozenset({
-    "backend", "checkpoint", "contraction", "data", "environments", "geometries",
+    "backend", "checkpoint", "circuit", "contraction", "data", "environments", "geometries",
     "interface", "io", "plotting", "registry", "training",
 })
 
@@ -75,6 +76,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover  (static analysers see ordinary imports)
     from .backend import resolve_device, resolve_dtype, set_num_threads
     from .checkpoint import checkpoint_info, load, save
+    from .circuit import compile_mps
     from .data import bars_and_stripes, binarize, even_parity, get_dataset, load_binary, random_binary
     from .geometries import MPSBornMachine, TreeBornMachine
     from .interface import BornMachine
@@ -102,6 +104,7 @@ __all__ = [
     "save",
     "load",
     "checkpoint_info",
+    "compile_mps",
     "bars_and_stripes",
     "random_binary",
     "even_parity",

@@ -180,8 +180,18 @@ class MPSBornMachine(BornMachine):
         return cls([a.to(dev) for a in arrays], center=n - 1)
 
     def config(self) -> dict[str, Any]:
-        """Construction parameters (for checkpoints)."""
-        return {"num_variables": self.num_variables, "phys_dim": self.phys_dim}
+        """Construction parameters (for checkpoints), with each site's index layout.
+
+        ``layout[k]`` spells the index order of site ``k``'s live array with
+        ``l`` (left bond), ``p`` (physical), ``r`` (right bond): quimb and the
+        SVD split reorder indices, so :meth:`from_arrays` needs it.
+        """
+        names = {}
+        for k, b in enumerate(self._bonds):
+            names[(k + 1, b)], names[(k, b)] = "l", "r"
+        layout = ["".join("p" if ix == self._phys[k] else names[(k, ix)] for ix in t.inds)
+                  for k, t in enumerate(self._tensors)]
+        return {"num_variables": self.num_variables, "phys_dim": self.phys_dim, "layout": layout}
 
     @classmethod
     def from_arrays(cls, arrays: Sequence[torch.Tensor], config: dict[str, Any]) -> "MPSBornMachine":
@@ -203,7 +213,13 @@ class MPSBornMachine(BornMachine):
         if len(arrays) != n:
             raise ConfigError(f"expected {n} site arrays, got {len(arrays)}")
         sites = []
+        layout = config.get("layout")
         for k, a in enumerate(arrays):
+            if layout is not None:  # permute to (l, p, r) minus the missing end bonds
+                want = "".join(c for c in "lpr" if c in layout[k])
+                if sorted(layout[k]) != sorted(want) or a.ndim != len(want):
+                    raise ConfigError(f"site {k}: layout {layout[k]!r} does not fit a {a.ndim}-D array")
+                a = a.permute(*[layout[k].index(c) for c in want])
             if k == 0:
                 a = a.reshape(1, *a.shape) if a.ndim == 2 else a
             elif k == n - 1:

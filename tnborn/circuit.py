@@ -1,0 +1,863 @@
+"""Compile a matrix product state Born machine into a quantum circuit.
+
+A Born machine ``P(x) = |psi(x)|^2`` on binary variables is a state of ``N``
+qubits; measuring a circuit that prepares ``|psi>`` from ``|0...0>`` samples
+``P``. This module builds such circuits from two-qubit gates on neighbouring
+qubits (variable ``k`` is qubit ``k``).
+
+Bond dimension 2 is exact (Schoen et al., PRL 95, 110503; Ran, PRA 101,
+032310): in right-canonical form every site tensor ``A_k[l, s, r]`` is an
+isometry ``|l> -> sum A_k[l, s, r] |s>|r>`` from the bond qubit into (site
+qubit, next bond qubit); completing its columns with an orthonormal
+complement gives a 4x4 unitary on qubits ``(k, k+1)``, and the staircase of
+these unitaries applied in order ``(0,1), (1,2), ..., (N-2,N-1)`` to
+``|0...0>`` prepares ``|psi>`` (the last site's 2x2 unitary is merged into the
+last gate). Larger bond dimensions are approximated by layers (Ran's
+algorithm): truncate ``|psi>`` to its best bond-2 approximation (SVD), compile
+that into a staircase ``U_1``, replace the target by ``U_1^dagger |psi>``
+(simulated as an MPS), and repeat; ``|psi> ~ U_1 U_2 ... U_K |0>``, so the
+circuit runs the layers in reverse order of compilation.
+
+Each 4x4 gate is decomposed exactly into ``u3`` and ``cx`` gates (a KAK
+decomposition through the magic basis and the three-CNOT circuit of Vatan and
+Williams for ``exp(i(a XX + b YY + c ZZ))``) when written as OpenQASM; the
+decomposition is exact up to a global phase per gate (OpenQASM 3 output
+records that phase with ``gphase``).
+
+All numerics here are host-side numpy complex128: a compiled circuit is a
+small object whatever device the model lives on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .backend import to_numpy
+from .errors import ConfigError, DataError, NumericalError
+
+__all__ = [
+    "CompiledCircuit",
+    "compile_mps",
+    "to_qasm",
+    "parse_qasm",
+    "simulate_circuit",
+    "circuit_fidelity",
+    "circuit_nll",
+    "decompose_two_qubit",
+    "gates_from_ops",
+    "compile_checkpoint",
+]
+
+Gate = tuple[tuple[int, int], np.ndarray]
+_DENSE_MAX_QUBITS = 24
+
+
+@dataclass
+class CompiledCircuit:
+    """A circuit of two-qubit unitaries that prepares a state from ``|0...0>``.
+
+    Attributes
+    ----------
+    num_qubits : int
+        Number of qubits ``N`` (one per variable).
+    gates : list of ((int, int), numpy.ndarray)
+        Gates in the order they are applied: qubit pair ``(i, j)`` and a 4x4
+        unitary in the basis ``|x_i x_j>`` (``x_i`` the more significant bit).
+    fidelities : list of float
+        ``fidelities[k-1] = |<psi|C_k|0>|^2`` for the circuit ``C_k`` made of
+        the first ``k`` compiled layers (empty when unknown, e.g. after parsing).
+    gates_per_layer : int
+        Gates in each layer (``N - 1`` for a staircase; 0 if not layered).
+    """
+
+    num_qubits: int
+    gates: list[Gate]
+    fidelities: list[float] = field(default_factory=list)
+    gates_per_layer: int = 0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.num_qubits, (int, np.integer)) and self.num_qubits >= 1):
+            raise ConfigError(f"num_qubits must be an integer >= 1, got {self.num_qubits!r}")
+        for k, gate in enumerate(self.gates):
+            try:
+                (i, j), u = gate
+            except (TypeError, ValueError):
+                raise ConfigError(f"gate {k} must be ((i, j), 4x4 array), got {gate!r}") from None
+            if not (0 <= int(i) < self.num_qubits and 0 <= int(j) < self.num_qubits and i != j):
+                raise ConfigError(f"gate {k} acts on qubits {(i, j)}: expected two different qubits "
+                                  f"in [0, {self.num_qubits})")
+            if np.shape(u) != (4, 4):
+                raise ConfigError(f"gate {k} must be a 4x4 matrix, got shape {np.shape(u)}")
+
+    @property
+    def num_layers(self) -> int:
+        """Number of staircase layers (0 if the circuit is not layered)."""
+        if self.gates_per_layer <= 0:
+            return 0
+        return len(self.gates) // self.gates_per_layer
+
+    def with_layers(self, k: int) -> "CompiledCircuit":
+        """The circuit made of the first ``k`` compiled layers.
+
+        Layer 1 is applied last, so this is the tail of :attr:`gates`.
+
+        Parameters
+        ----------
+        k : int
+            Number of layers, ``1 <= k <= num_layers``.
+
+        Returns
+        -------
+        CompiledCircuit
+            A new circuit sharing the gate arrays.
+        """
+        if not (isinstance(k, int) and 1 <= k <= self.num_layers):
+            raise ConfigError(f"k must be an integer in [1, {self.num_layers}], got {k!r}")
+        gates = self.gates[len(self.gates) - k * self.gates_per_layer:]
+        return CompiledCircuit(self.num_qubits, list(gates), list(self.fidelities[:k]), self.gates_per_layer)
+
+
+# --------------------------------------------------------------------------- #
+# numpy MPS helpers: arrays (D_left, 2, D_right), complex128
+# --------------------------------------------------------------------------- #
+def _model_arrays(model: Any) -> list[np.ndarray]:
+    """Site arrays ``(D_l, 2, D_r)`` of an MPS Born machine as complex128 numpy."""
+    if getattr(model, "geometry", None) != "mps" or not hasattr(model, "site_arrays"):
+        raise ConfigError(
+            f"compile_mps needs an MPSBornMachine, got {type(model).__name__} "
+            f"(geometry {getattr(model, 'geometry', None)!r})"
+        )
+    if model.phys_dim != 2:
+        raise ConfigError(f"a qubit circuit needs binary variables (phys_dim 2), got phys_dim {model.phys_dim}")
+    return [to_numpy(a).astype(np.complex128) for a in model.site_arrays()]
+
+
+def _left_canonical(arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """Left-canonical copy with a unit-norm centre on the last site (normalised state)."""
+    out, carry = [], None
+    n = len(arrays)
+    for k, a in enumerate(arrays):
+        if carry is not None:
+            a = np.tensordot(carry, a, axes=([1], [0]))
+        if k == n - 1:
+            nrm = np.linalg.norm(a)
+            if not np.isfinite(nrm) or nrm == 0:
+                raise NumericalError("the MPS has zero or non-finite norm")
+            out.append(a / nrm)
+            break
+        dl, d, dr = a.shape
+        q, r = np.linalg.qr(a.reshape(dl * d, dr))
+        out.append(q.reshape(dl, d, q.shape[1]))
+        nrm = np.linalg.norm(r)
+        if not np.isfinite(nrm) or nrm == 0:
+            raise NumericalError("the MPS has zero or non-finite norm")
+        carry = r / nrm
+    return out
+
+
+def _right_truncate(arrays: list[np.ndarray], max_bond: int | None, cutoff: float) -> list[np.ndarray]:
+    """Right-canonical, normalised SVD truncation of a left-canonical MPS.
+
+    Sweeping right to left, singular values ``s_i <= cutoff * s_0`` and those
+    beyond ``max_bond`` are dropped: the usual quasi-optimal compression.
+    """
+    out = list(arrays)
+    for k in range(len(out) - 1, 0, -1):
+        a = out[k]
+        dl, d, dr = a.shape
+        u, s, vh = np.linalg.svd(a.reshape(dl, d * dr), full_matrices=False)
+        keep = int(np.count_nonzero(s > cutoff * s[0])) if s[0] > 0 else 1
+        if max_bond is not None:
+            keep = min(keep, int(max_bond))
+        keep = max(keep, 1)
+        out[k] = vh[:keep].reshape(keep, d, dr)
+        out[k - 1] = np.tensordot(out[k - 1], u[:, :keep] * s[:keep], axes=([2], [0]))
+    out[0] = out[0] / np.linalg.norm(out[0])
+    return out
+
+
+def _orient(where: tuple[int, int], u: np.ndarray) -> tuple[int, np.ndarray]:
+    """Left site ``k`` and the gate acting on ``(k, k+1)`` for an adjacent pair."""
+    i, j = where
+    if j == i + 1:
+        return i, u
+    if i == j + 1:
+        sw = np.eye(4)[[0, 2, 1, 3]]
+        return j, sw @ u @ sw
+    raise ConfigError(f"gate on qubits {where} is not on neighbouring qubits")
+
+
+def _apply_gates(
+    arrays: list[np.ndarray], gates: list[Gate], center: int, max_bond: int | None, cutoff: float
+) -> tuple[list[np.ndarray], int]:
+    """Apply neighbouring two-qubit gates to an MPS with a tracked centre.
+
+    Each gate merges its two sites (after moving the canonical centre into
+    them), applies the unitary and splits by SVD, dropping singular values
+    ``<= cutoff * s_0`` and beyond ``max_bond``, renormalising, and leaving
+    the centre on the side of the next gate.
+    """
+    out = list(arrays)
+    for g, (where, u) in enumerate(gates):
+        k, u = _orient(where, np.asarray(u, dtype=np.complex128))
+        while center < k:  # QR step to the right
+            a = out[center]
+            dl, d, dr = a.shape
+            q, r = np.linalg.qr(a.reshape(dl * d, dr))
+            out[center] = q.reshape(dl, d, q.shape[1])
+            out[center + 1] = np.tensordot(r, out[center + 1], axes=([1], [0]))
+            center += 1
+        while center > k + 1:  # LQ step to the left
+            a = out[center]
+            dl, d, dr = a.shape
+            q, r = np.linalg.qr(a.reshape(dl, d * dr).conj().T)
+            out[center] = q.conj().T.reshape(q.shape[1], d, dr)
+            out[center - 1] = np.tensordot(out[center - 1], r.conj().T, axes=([2], [0]))
+            center -= 1
+        a, b = out[k], out[k + 1]
+        dl, dr = a.shape[0], b.shape[2]
+        block = np.einsum("lsm,mtr->lstr", a, b)
+        block = np.einsum("abst,lstr->labr", u.reshape(2, 2, 2, 2), block)
+        uu, s, vh = np.linalg.svd(block.reshape(dl * 2, 2 * dr), full_matrices=False)
+        keep = int(np.count_nonzero(s > cutoff * s[0])) if s[0] > 0 else 1
+        if max_bond is not None:
+            keep = min(keep, int(max_bond))
+        keep = max(keep, 1)
+        s = s[:keep] / np.linalg.norm(s[:keep])
+        go_left = g + 1 < len(gates) and _orient(*gates[g + 1])[0] < k
+        if go_left:
+            out[k] = (uu[:, :keep] * s).reshape(dl, 2, keep)
+            out[k + 1] = vh[:keep].reshape(keep, 2, dr)
+            center = k
+        else:
+            out[k] = uu[:, :keep].reshape(dl, 2, keep)
+            out[k + 1] = (s[:, None] * vh[:keep]).reshape(keep, 2, dr)
+            center = k + 1
+    return out, center
+
+
+def _overlap(bra: list[np.ndarray], ket: list[np.ndarray]) -> complex:
+    """``<bra|ket>`` of two MPS on the same sites (transfer matrices)."""
+    env = np.ones((1, 1), dtype=np.complex128)
+    for a, b in zip(bra, ket):
+        env = np.einsum("ij,isk,jsl->kl", env, a.conj(), b)
+    return complex(env[0, 0])
+
+
+def _complete(cols: np.ndarray, positions: list[int], dim: int) -> np.ndarray:
+    """A ``dim x dim`` unitary whose columns at ``positions`` are ``cols`` (orthonormalised)."""
+    u, _, vh = np.linalg.svd(cols, full_matrices=False)
+    cols = u @ vh  # nearest isometry: exact columns up to rounding for a canonical MPS
+    q, _ = np.linalg.qr(cols, mode="complete")
+    out = np.zeros((dim, dim), dtype=np.complex128)
+    out[:, positions] = cols
+    others = [p for p in range(dim) if p not in positions]
+    out[:, others] = q[:, cols.shape[1]:]
+    return out
+
+
+def _staircase(arrays: list[np.ndarray]) -> list[Gate]:
+    """Gates preparing a right-canonical bond-<=2 MPS from ``|0...0>``."""
+    n = len(arrays)
+    gates: list[Gate] = []
+    for k in range(n - 1):
+        a = arrays[k]
+        dl, d, dr = a.shape
+        if dl > 2 or dr > 2:
+            raise RuntimeError(f"site {k} has bonds ({dl}, {dr}) > 2 after truncation")
+        padded = np.zeros((dl, 2, 2), dtype=np.complex128)
+        padded[:, :, :dr] = a
+        u = _complete(padded.reshape(dl, 4).T, [2 * l for l in range(dl)], 4)
+        if k == n - 2:
+            last = arrays[n - 1]
+            w = _complete(last[:, :, 0].T, list(range(last.shape[0])), 2)
+            u = np.kron(np.eye(2), w) @ u
+        gates.append(((k, k + 1), u))
+    return gates
+
+
+def _dagger_layer(layer: list[Gate]) -> list[Gate]:
+    """Gates of the inverse of a layer, in application order."""
+    return [(w, u.conj().T) for w, u in reversed(layer)]
+
+
+# --------------------------------------------------------------------------- #
+# compilation
+# --------------------------------------------------------------------------- #
+def compile_mps(
+    model: Any,
+    layers: int = 1,
+    max_bond_sim: int | None = None,
+    cutoff_sim: float = 1e-12,
+) -> CompiledCircuit:
+    """Compile an MPS Born machine into layers of neighbouring two-qubit unitaries.
+
+    Layer ``k`` is a staircase of ``N - 1`` gates on ``(0,1), ..., (N-2,N-1)``
+    preparing the best bond-2 (SVD) approximation of the residual state
+    ``U_{k-1}^dagger ... U_1^dagger |psi>``; the returned circuit applies
+    ``U_K`` first and ``U_1`` last. For bond dimension <= 2, one layer is exact.
+
+    Parameters
+    ----------
+    model : MPSBornMachine
+        Real or complex, any bond dimension, ``phys_dim = 2``.
+    layers : int
+        Number of layers ``K >= 1``.
+    max_bond_sim : int, optional
+        Largest bond dimension of the simulated residual state (``None``:
+        unbounded, so the residuals and reported fidelities are exact up to
+        ``cutoff_sim``).
+    cutoff_sim : float
+        Relative singular-value cutoff of the residual simulation, in ``[0, 1)``.
+
+    Returns
+    -------
+    CompiledCircuit
+        The gates, and ``fidelities[k-1] = |<psi|U_1 ... U_k|0>|^2`` for
+        ``k = 1..K``, computed as the overlap of the residual
+        ``U_{k-1}^dagger ... U_1^dagger|psi>`` with its bond-2 approximation
+        ``U_k|0>`` (exact for ``k = 1``, and for every ``k`` when
+        ``max_bond_sim`` is None; an estimate otherwise, see :func:`circuit_fidelity`).
+
+    Raises
+    ------
+    ConfigError
+        On a non-MPS model, ``phys_dim != 2`` or bad parameters.
+    """
+    if not (isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1):
+        raise ConfigError(f"layers must be an integer >= 1, got {layers!r}")
+    if max_bond_sim is not None and not (isinstance(max_bond_sim, int) and max_bond_sim >= 2):
+        raise ConfigError(f"max_bond_sim must be an integer >= 2 or None, got {max_bond_sim!r}")
+    if not (isinstance(cutoff_sim, (int, float)) and 0.0 <= cutoff_sim < 1.0):
+        raise ConfigError(f"cutoff_sim must be in [0, 1), got {cutoff_sim!r}")
+    target = _left_canonical(_model_arrays(model))
+    n = len(target)
+    compiled: list[list[Gate]] = []
+    fidelities: list[float] = []
+    for _ in range(layers):
+        # target is left-canonical and normalised here; U_k |0> = approx exactly, so
+        # <0|U_k^dagger|target> = <approx|target>
+        approx = _right_truncate(target, 2, cutoff_sim)
+        fidelities.append(float(abs(_overlap(approx, target)) ** 2))
+        layer = _staircase(approx)
+        compiled.append(layer)
+        target, _ = _apply_gates(target, _dagger_layer(layer), n - 1, max_bond_sim, cutoff_sim)
+        target = _left_canonical(target)
+    gates = [g for layer in reversed(compiled) for g in layer]
+    return CompiledCircuit(num_qubits=n, gates=gates, fidelities=fidelities, gates_per_layer=n - 1)
+
+
+# --------------------------------------------------------------------------- #
+# exact two-qubit decomposition into u3 and cx
+# --------------------------------------------------------------------------- #
+_MAGIC = np.array(
+    [[1, 0, 0, 1j], [0, 1j, 1, 0], [0, 1j, -1, 0], [1, 0, 0, -1j]], dtype=np.complex128
+) / math.sqrt(2)
+_PAULI = {
+    "X": np.array([[0, 1], [1, 0]], dtype=np.complex128),
+    "Y": np.array([[0, -1j], [1j, 0]], dtype=np.complex128),
+    "Z": np.array([[1, 0], [0, -1]], dtype=np.complex128),
+}
+_CX01 = np.eye(4, dtype=np.complex128)[[0, 1, 3, 2]]  # control qubit 0 (first), target 1
+_SWAP = np.eye(4, dtype=np.complex128)[[0, 2, 1, 3]]
+_CX10 = _SWAP @ _CX01 @ _SWAP
+
+
+def _rz(t: float) -> np.ndarray:
+    return np.diag([np.exp(-0.5j * t), np.exp(0.5j * t)])
+
+
+def _ry(t: float) -> np.ndarray:
+    c, s = math.cos(t / 2), math.sin(t / 2)
+    return np.array([[c, -s], [s, c]], dtype=np.complex128)
+
+
+def _u3_matrix(theta: float, phi: float, lam: float) -> np.ndarray:
+    """The OpenQASM ``u3(theta, phi, lambda)`` gate as a 2x2 matrix."""
+    c, s = math.cos(theta / 2), math.sin(theta / 2)
+    return np.array(
+        [[c, -np.exp(1j * lam) * s], [np.exp(1j * phi) * s, np.exp(1j * (phi + lam)) * c]],
+        dtype=np.complex128,
+    )
+
+
+def _u3_angles(v: np.ndarray) -> tuple[float, float, float]:
+    """Angles with ``v = e^{i g} u3(theta, phi, lambda)`` for a 2x2 unitary ``v``."""
+    v = v / np.sqrt(np.linalg.det(v))  # SU(2): [[a, -conj(b)], [b, conj(a)]]
+    a, b = v[0, 0], v[1, 0]
+    theta = 2.0 * math.atan2(abs(b), abs(a))
+    tot = -2.0 * np.angle(a) if abs(a) > 1e-15 else 0.0  # phi + lambda
+    dif = 2.0 * np.angle(b) if abs(b) > 1e-15 else 0.0  # phi - lambda
+    return float(theta), float((tot + dif) / 2), float((tot - dif) / 2)
+
+
+def _local_factors(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``a, b`` with ``k = kron(a, b)`` for a 4x4 product unitary (rank-1 SVD)."""
+    r = k.reshape(2, 2, 2, 2).transpose(0, 2, 1, 3).reshape(4, 4)
+    u, s, vh = np.linalg.svd(r)
+    if s[1] > 1e-6 * s[0]:
+        raise NumericalError(f"local part of a KAK decomposition is not a product (s1/s0 = {s[1] / s[0]:.2g})")
+    a = math.sqrt(s[0]) * u[:, 0].reshape(2, 2)
+    b = math.sqrt(s[0]) * vh[0].reshape(2, 2)
+    return a, b
+
+
+def _kak(u: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple[float, float, float], complex]:
+    """``u = phase * kron(a0, a1) @ exp(i(a XX + b YY + c ZZ)) @ kron(b0, b1)``."""
+    det = np.linalg.det(u)
+    if not np.isclose(abs(det), 1.0, atol=1e-8) or not np.allclose(u.conj().T @ u, np.eye(4), atol=1e-8):
+        raise NumericalError("decompose_two_qubit needs a 4x4 unitary")
+    root = det ** 0.25
+    su = u / root
+    ub = _MAGIC.conj().T @ su @ _MAGIC
+    m2 = ub.T @ ub  # symmetric unitary: real and imaginary parts commute
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        t = rng.uniform(0, math.pi)
+        _, p = np.linalg.eigh(math.cos(t) * m2.real + math.sin(t) * m2.imag)
+        dmat = p.T @ m2 @ p
+        if np.abs(dmat - np.diag(np.diag(dmat))).max() < 1e-10:
+            break
+    else:  # pragma: no cover - a random combination separates the eigenspaces
+        raise NumericalError("could not diagonalise the KAK matrix")
+    if np.linalg.det(p) < 0:
+        p[:, 0] = -p[:, 0]
+    half = np.sqrt(np.diag(dmat))
+    k1 = ub @ p @ np.diag(1.0 / half)
+    if np.linalg.det(k1).real < 0:
+        half[0] = -half[0]
+        k1 = ub @ p @ np.diag(1.0 / half)
+    if np.abs(k1.imag).max() > 1e-8:
+        raise NumericalError("KAK decomposition failed (left factor is not real orthogonal)")
+    k1 = k1.real
+    a0, a1 = _local_factors(_MAGIC @ k1 @ _MAGIC.conj().T)
+    b0, b1 = _local_factors(_MAGIC @ p.T @ _MAGIC.conj().T)
+    # exp(i(phi + a x_j + b y_j + c z_j)) = half_j on magic basis vector j
+    signs = np.array([
+        [1.0] + [float(np.real(_MAGIC[:, j].conj() @ np.kron(_PAULI[P], _PAULI[P]) @ _MAGIC[:, j]))
+                 for P in "XYZ"]
+        for j in range(4)
+    ])
+    phi, ca, cb, cc = np.linalg.solve(signs, np.angle(half))
+    return a0, a1, b0, b1, (float(ca), float(cb), float(cc)), root * np.exp(1j * phi)
+
+
+def decompose_two_qubit(u: np.ndarray) -> tuple[list[tuple[str, tuple[int, ...], tuple[float, ...]]], float]:
+    """Exact decomposition of a 4x4 unitary into ``u3`` and (three) ``cx`` gates.
+
+    KAK decomposition ``u = e^{ig} (A0 x A1) exp(i(a XX + b YY + c ZZ)) (B0 x B1)``
+    through the magic basis, with the canonical gate built from three CNOTs
+    (Vatan and Williams, PRA 69, 032315), neighbouring one-qubit gates merged.
+
+    Parameters
+    ----------
+    u : numpy.ndarray
+        4x4 unitary on qubits ``(0, 1)``, qubit 0 the more significant bit.
+
+    Returns
+    -------
+    ops : list of (str, tuple of int, tuple of float)
+        In application order: ``("u3", (q,), (theta, phi, lam))`` or
+        ``("cx", (control, target), ())`` on local qubits 0 and 1.
+    phase : float
+        Global phase ``g`` with ``u = e^{ig} * product(ops)`` (see :func:`gates_from_ops`).
+    """
+    u = np.asarray(u, dtype=np.complex128)
+    if u.shape != (4, 4):
+        raise ConfigError(f"expected a 4x4 unitary, got shape {u.shape}")
+    a0, a1, b0, b1, (ca, cb, cc), _ = _kak(u)
+    ones = [
+        (b0, (0,)),
+        (_rz(math.pi / 2) @ b1, (1,)),
+        (None, (1, 0)),
+        (_rz(math.pi / 2 - 2 * cc), (0,)),
+        (_ry(math.pi / 2 - 2 * ca), (1,)),
+        (None, (0, 1)),
+        (_ry(2 * cb - math.pi / 2), (1,)),
+        (None, (1, 0)),
+        (a0 @ _rz(-math.pi / 2), (0,)),
+        (a1, (1,)),
+    ]
+    ops = []
+    for mat, qubits in ones:
+        if mat is None:
+            ops.append(("cx", qubits, ()))
+        else:
+            ops.append(("u3", qubits, _u3_angles(mat)))
+    v = _ops_unitary(ops, (0, 1))
+    phase = float(np.angle(np.trace(v.conj().T @ u)))
+    err = float(np.abs(np.exp(1j * phase) * v - u).max())
+    if err > 1e-9:
+        raise NumericalError(f"two-qubit decomposition is inexact (max error {err:.3g})")
+    return ops, phase
+
+
+def _ops_unitary(ops: list[tuple[str, tuple[int, ...], tuple[float, ...]]], pair: tuple[int, int]) -> np.ndarray:
+    """4x4 unitary on ``pair`` of a sequence of ``u3``/``cx`` operations."""
+    pos = {pair[0]: 0, pair[1]: 1}
+    v = np.eye(4, dtype=np.complex128)
+    for name, qubits, params in ops:
+        try:
+            local = tuple(pos[q] for q in qubits)
+        except KeyError:
+            raise DataError(f"operation {name} on qubits {qubits} is outside the gate's qubits {pair}") from None
+        if name == "u3":
+            m = _u3_matrix(*params)
+            g = np.kron(m, np.eye(2)) if local == (0,) else np.kron(np.eye(2), m)
+        elif name == "cx":
+            g = _CX01 if local == (0, 1) else _CX10
+        else:
+            raise DataError(f"unsupported operation {name!r}")
+        v = g @ v
+    return v
+
+
+def gates_from_ops(
+    ops: list[tuple[str, tuple[int, ...], tuple[float, ...]]], phase: float = 0.0
+) -> np.ndarray:
+    """The 4x4 unitary ``e^{i phase} * product(ops)`` on local qubits ``(0, 1)``.
+
+    Parameters
+    ----------
+    ops : list
+        As returned by :func:`decompose_two_qubit`.
+    phase : float
+        Global phase.
+
+    Returns
+    -------
+    numpy.ndarray
+        The unitary.
+    """
+    return np.exp(1j * phase) * _ops_unitary(ops, (0, 1))
+
+
+# --------------------------------------------------------------------------- #
+# OpenQASM
+# --------------------------------------------------------------------------- #
+def to_qasm(circuit: CompiledCircuit, version: int = 2, measure: bool = False) -> str:
+    """Write a circuit as OpenQASM with only ``u3`` and ``cx`` gates.
+
+    Every 4x4 gate is decomposed exactly (:func:`decompose_two_qubit`) and
+    preceded by a comment ``// tnborn gate <k> on q[i],q[j]`` that
+    :func:`parse_qasm` uses to regroup the operations. OpenQASM 2 has no
+    global phase, so each gate is reproduced up to a phase (no observable
+    effect); OpenQASM 3 output adds ``gphase`` and is exact. Angles are
+    written with ``repr`` (round-trip exact).
+
+    Parameters
+    ----------
+    circuit : CompiledCircuit
+        The circuit; qubit ``k`` is ``q[k]`` (variable ``k``).
+    version : int
+        2 (``qelib1.inc``) or 3 (``stdgates.inc``).
+    measure : bool
+        Append a measurement of every qubit into a classical register ``c``.
+
+    Returns
+    -------
+    str
+        The program.
+    """
+    if version not in (2, 3):
+        raise ConfigError(f"version must be 2 or 3, got {version!r}")
+    n = circuit.num_qubits
+    lines = ["OPENQASM 2.0;", 'include "qelib1.inc";'] if version == 2 else ["OPENQASM 3.0;", 'include "stdgates.inc";']
+    lines.append(f"// tnborn circuit: {n} qubits, {len(circuit.gates)} two-qubit gates, "
+                 f"gates_per_layer {circuit.gates_per_layer}")
+    if circuit.fidelities:
+        lines.append("// tnborn fidelities: " + " ".join(repr(float(f)) for f in circuit.fidelities))
+    lines.append(f"qreg q[{n}];" if version == 2 else f"qubit[{n}] q;")
+    if measure:
+        lines.append(f"creg c[{n}];" if version == 2 else f"bit[{n}] c;")
+    for k, ((i, j), u) in enumerate(circuit.gates):
+        ops, phase = decompose_two_qubit(u)
+        lines.append(f"// tnborn gate {k} on q[{i}],q[{j}]")
+        if version == 3:
+            lines.append(f"gphase({phase!r});")
+        pair = (i, j)
+        for name, qubits, params in ops:
+            args = ",".join(f"q[{pair[q]}]" for q in qubits)
+            if name == "u3":
+                lines.append(f"u3({params[0]!r},{params[1]!r},{params[2]!r}) {args};")
+            else:
+                lines.append(f"cx {args};")
+    if measure:
+        lines.append("measure q -> c;" if version == 2 else "c = measure q;")
+    return "\n".join(lines) + "\n"
+
+
+_FLOAT = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_RE_GATE = re.compile(r"^//\s*tnborn gate\s+\d+\s+on\s+q\[(\d+)\]\s*,\s*q\[(\d+)\]")
+_RE_U3 = re.compile(rf"^u3\(\s*({_FLOAT})\s*,\s*({_FLOAT})\s*,\s*({_FLOAT})\s*\)\s*q\[(\d+)\]\s*;$")
+_RE_CX = re.compile(r"^cx\s+q\[(\d+)\]\s*,\s*q\[(\d+)\]\s*;$")
+_RE_GPHASE = re.compile(rf"^gphase\(\s*({_FLOAT})\s*\)\s*;$")
+_RE_QREG = re.compile(r"^(?:qreg\s+q\[(\d+)\]|qubit\[(\d+)\]\s+q)\s*;$")
+
+
+def parse_qasm(text: str) -> CompiledCircuit:
+    """Read a program written by :func:`to_qasm` back into 4x4 unitaries.
+
+    Operations are regrouped by the ``// tnborn gate`` comments and multiplied
+    out; with OpenQASM 2 each unitary equals the original up to a global
+    phase, with OpenQASM 3 (``gphase``) exactly.
+
+    Parameters
+    ----------
+    text : str
+        The program.
+
+    Returns
+    -------
+    CompiledCircuit
+        Gates, fidelities and layering as recorded in the comments.
+
+    Raises
+    ------
+    DataError
+        On a statement this reader does not understand, an operation outside
+        a ``// tnborn gate`` group or on qubits other than the group's.
+    """
+    n = None
+    fidelities: list[float] = []
+    per_layer = 0
+    groups: list[tuple[tuple[int, int], list, float]] = []
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        m = _RE_GATE.match(line)
+        if m:
+            groups.append(((int(m.group(1)), int(m.group(2))), [], 0.0))
+            continue
+        if line.startswith("//"):
+            if line.startswith("// tnborn fidelities:"):
+                fidelities = [float(v) for v in line.split(":", 1)[1].split()]
+            mm = re.search(r"gates_per_layer (\d+)", line)
+            if line.startswith("// tnborn circuit:") and mm:
+                per_layer = int(mm.group(1))
+            continue
+        if line.startswith(("OPENQASM", "include", "creg", "bit[", "measure", "c = measure")):
+            continue
+        m = _RE_QREG.match(line)
+        if m:
+            n = int(m.group(1) or m.group(2))
+            continue
+        m_u3, m_cx, m_ph = _RE_U3.match(line), _RE_CX.match(line), _RE_GPHASE.match(line)
+        if not (m_u3 or m_cx or m_ph):
+            raise DataError(f"line {lineno}: unsupported statement {line!r} (expected u3, cx or gphase)")
+        if not groups:
+            raise DataError(f"line {lineno}: operation before any '// tnborn gate' comment")
+        pair, ops, phase = groups[-1]
+        if m_ph:
+            groups[-1] = (pair, ops, phase + float(m_ph.group(1)))
+        elif m_u3:
+            ops.append(("u3", (int(m_u3.group(4)),), tuple(float(m_u3.group(i)) for i in (1, 2, 3))))
+        else:
+            ops.append(("cx", (int(m_cx.group(1)), int(m_cx.group(2))), ()))
+    if n is None:
+        raise DataError("no qubit register (qreg q[N]; or qubit[N] q;) found")
+    gates = []
+    for pair, ops, phase in groups:
+        if max(pair) >= n or pair[0] == pair[1]:
+            raise DataError(f"gate on qubits {pair} does not fit a register of {n} qubits")
+        gates.append((pair, np.exp(1j * phase) * _ops_unitary(ops, pair)))
+    return CompiledCircuit(num_qubits=n, gates=gates, fidelities=fidelities, gates_per_layer=per_layer)
+
+
+# --------------------------------------------------------------------------- #
+# simulation and scores
+# --------------------------------------------------------------------------- #
+def simulate_circuit(
+    circuit: CompiledCircuit, method: str = "dense", max_bond: int | None = None, cutoff: float = 1e-12
+) -> Any:
+    """Run a circuit on ``|0...0>`` with quimb's circuit simulators.
+
+    Parameters
+    ----------
+    circuit : CompiledCircuit
+        The circuit.
+    method : str
+        ``"dense"``: :class:`quimb.tensor.Circuit`, contracted to the full
+        state vector (``N <= 24``); ``"mps"``: :class:`quimb.tensor.CircuitMPS`.
+    max_bond : int, optional
+        Bond limit of the ``"mps"`` simulation (``None``: exact).
+    cutoff : float
+        Singular-value cutoff of the ``"mps"`` simulation.
+
+    Returns
+    -------
+    numpy.ndarray or quimb.tensor.MatrixProductState
+        ``"dense"``: the ``2^N`` amplitudes, qubit 0 the most significant bit;
+        ``"mps"``: the simulated state.
+    """
+    import quimb.tensor as qtn
+
+    n = circuit.num_qubits
+    if method == "dense":
+        if n > _DENSE_MAX_QUBITS:
+            raise ConfigError(f"dense simulation of {n} qubits is too large (max {_DENSE_MAX_QUBITS}); use method='mps'")
+        circ = qtn.Circuit(n)
+    elif method == "mps":
+        circ = qtn.CircuitMPS(n, max_bond=max_bond, cutoff=cutoff)
+    else:
+        raise ConfigError(f"method must be 'dense' or 'mps', got {method!r}")
+    for (i, j), u in circuit.gates:
+        circ.apply_gate_raw(np.asarray(u, dtype=np.complex128), (int(i), int(j)))
+    if method == "mps":
+        return circ.psi
+    inds = [f"k{q}" for q in range(n)]
+    t = circ.psi.contract(all, output_inds=inds, preserve_tensor=True)
+    return np.asarray(t.transpose(*inds).data).reshape(-1)
+
+
+def _quimb_mps_arrays(psi: Any) -> list[np.ndarray]:
+    """Site arrays ``(D_l, 2, D_r)`` of a quimb MPS."""
+    n = psi.L
+    out = []
+    for k in range(n):
+        t = psi[psi.site_tag(k)]
+        order = ([psi.bond(k - 1, k)] if k > 0 else []) + [psi.site_ind(k)] + ([psi.bond(k, k + 1)] if k < n - 1 else [])
+        a = np.asarray(t.transpose(*order).data, dtype=np.complex128)
+        if k == 0:
+            a = a[None]
+        if k == n - 1:
+            a = a[..., None]
+        out.append(a)
+    return out
+
+
+def _circuit_arrays(circuit: CompiledCircuit) -> list[np.ndarray]:
+    """Exact MPS of the circuit's state (neighbouring gates; quimb otherwise)."""
+    n = circuit.num_qubits
+    zero = np.zeros((1, 2, 1), dtype=np.complex128)
+    zero[0, 0, 0] = 1
+    try:
+        arrays, _ = _apply_gates([zero.copy() for _ in range(n)], circuit.gates, 0, None, 1e-14)
+        return arrays
+    except ConfigError:
+        return _quimb_mps_arrays(simulate_circuit(circuit, method="mps", max_bond=None, cutoff=0.0))
+
+
+def circuit_fidelity(model: Any, circuit: CompiledCircuit) -> float:
+    """``|<psi|C|0>|^2`` between a model's normalised state and a circuit's state.
+
+    Both are held as exact MPS (the circuit's bond dimension is at most
+    ``2^layers``), so this works for any ``N``.
+
+    Parameters
+    ----------
+    model : MPSBornMachine
+        The target.
+    circuit : CompiledCircuit
+        A circuit on ``model.num_variables`` qubits.
+
+    Returns
+    -------
+    float
+        The fidelity in ``[0, 1]``.
+    """
+    psi = _left_canonical(_model_arrays(model))
+    if circuit.num_qubits != len(psi):
+        raise ConfigError(f"circuit has {circuit.num_qubits} qubits but the model {len(psi)} variables")
+    return float(abs(_overlap(psi, _circuit_arrays(circuit))) ** 2)
+
+
+def circuit_nll(circuit: CompiledCircuit, data: Any, method: str = "auto") -> float:
+    """Mean negative log-likelihood of data under ``P(x) = |<x|C|0>|^2``.
+
+    Parameters
+    ----------
+    circuit : CompiledCircuit
+        The circuit.
+    data : array_like
+        ``(samples, N)`` binary configurations.
+    method : str
+        ``"dense"`` (full state vector, ``N <= 24``), ``"mps"`` (exact MPS of
+        the circuit evaluated by :class:`~tnborn.MPSBornMachine`, log-scaled,
+        any ``N``) or ``"auto"`` (dense up to 20 qubits).
+
+    Returns
+    -------
+    float
+        The NLL in nats (``inf`` if some configuration has amplitude zero).
+    """
+    from .data import validate_binary
+
+    n = circuit.num_qubits
+    x = validate_binary(data, n_vars=n, phys_dim=2, name="data")
+    if method == "auto":
+        method = "dense" if n <= 20 else "mps"
+    if method == "dense":
+        psi = simulate_circuit(circuit, method="dense")
+        idx = x @ (1 << np.arange(n - 1, -1, -1, dtype=np.int64))
+        with np.errstate(divide="ignore"):
+            return float(-np.mean(np.log(np.abs(psi[idx]) ** 2)))
+    if method == "mps":
+        import torch
+
+        from .geometries.mps import MPSBornMachine
+
+        arrays = [torch.from_numpy(a) for a in _circuit_arrays(circuit)]
+        return MPSBornMachine(arrays).nll(x)
+    raise ConfigError(f"method must be 'auto', 'dense' or 'mps', got {method!r}")
+
+
+def compile_checkpoint(
+    checkpoint: Any,
+    layers: int = 1,
+    out: Any = None,
+    version: int = 2,
+    max_bond_sim: int | None = None,
+    measure: bool = True,
+) -> dict[str, Any]:
+    """Compile a saved MPS Born machine and write the circuit as OpenQASM (the CLI's ``circuit``).
+
+    Parameters
+    ----------
+    checkpoint : str or Path
+        A checkpoint of an MPS model (:func:`tnborn.save`).
+    layers : int
+        Number of staircase layers.
+    out : str or Path, optional
+        Where to write the program (nothing written if None).
+    version : int
+        OpenQASM version, 2 or 3.
+    max_bond_sim : int, optional
+        Bond limit of the residual simulation (see :func:`compile_mps`).
+    measure : bool
+        End the program with a measurement of every qubit.
+
+    Returns
+    -------
+    dict
+        ``num_qubits``, ``layers``, ``two_qubit_gates``, ``cx_gates``,
+        ``fidelities`` (per number of layers) and ``qasm`` (the path or None).
+    """
+    from pathlib import Path
+
+    from .checkpoint import load
+
+    model = load(checkpoint)
+    circuit = compile_mps(model, layers=layers, max_bond_sim=max_bond_sim)
+    text = to_qasm(circuit, version=version, measure=measure)
+    path = None
+    if out is not None:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return {
+        "num_qubits": circuit.num_qubits,
+        "layers": circuit.num_layers,
+        "two_qubit_gates": len(circuit.gates),
+        "cx_gates": sum(1 for line in text.splitlines() if line.startswith("cx ")),
+        "fidelities": list(circuit.fidelities),
+        "qasm": None if path is None else str(path),
+    }
