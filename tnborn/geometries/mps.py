@@ -19,9 +19,11 @@ import quimb.tensor as qtn
 import torch
 
 from ..backend import make_generator, resolve_device, resolve_dtype
+from ..environments import Message, node_message
 from ..errors import ConfigError, NumericalError
-from ..interface import BornMachine, draw_categorical
+from ..interface import BornMachine, SplitInfo, TwoSiteBlock, draw_categorical, truncation_rank
 from ..registry import register_geometry
+from . import _mps_kernels as kern
 
 __all__ = ["MPSBornMachine", "random_mps_arrays"]
 
@@ -132,6 +134,13 @@ class MPSBornMachine(BornMachine):
         self._tensors = [self._mps[self._mps.site_tag(k)] for k in range(n)]
         self._bonds = [self._mps.bond(k, k + 1) for k in range(n - 1)]
         self._phys = [self._mps.site_ind(k) for k in range(n)]
+        # quimb stores (left, right, phys); keep (left, phys, right) contiguous instead,
+        # the layout of the fast kernels and of split (no per-call transposes)
+        for k, (t, a) in enumerate(zip(self._tensors, quimb_arrays)):
+            lpr = tuple(ix for ix in (self._bonds[k - 1] if k > 0 else None, self._phys[k],
+                                      self._bonds[k] if k < n - 1 else None) if ix is not None)
+            if tuple(t.inds) != lpr:
+                t.modify(data=a.contiguous(), inds=lpr)
         self._center = center
 
     # ----------------------------------------------------------- construction
@@ -277,6 +286,13 @@ class MPSBornMachine(BornMachine):
         """Dimension of every bond, left to right."""
         return [int(self._tensors[k].ind_size(b)) for k, b in enumerate(self._bonds)]
 
+    def _site(self, k: int) -> torch.Tensor:
+        """Site ``k``'s array as ``(D_l, d, D_r)`` (a view of the live data)."""
+        n = len(self._tensors)
+        t = self._tensors[k]
+        return kern.site_lpr(t.data, t.inds, self._bonds[k - 1] if k > 0 else None, self._phys[k],
+                             self._bonds[k] if k < n - 1 else None)
+
     def site_arrays(self) -> list[torch.Tensor]:
         """Site arrays reshaped to ``(D_l, d, D_r)`` (views of the live data)."""
         out = []
@@ -333,6 +349,173 @@ class MPSBornMachine(BornMachine):
         t = self._tensors[self._center]
         t.modify(data=t.data / torch.linalg.vector_norm(t.data))
 
+    # ----------------------------------------------------------- fast two-site update
+    def _block_inds(self, k: int) -> tuple[str | None, str, str, str | None]:
+        """``(left bond, phys k, phys k+1, right bond)`` of the block on bond ``k`` (None at the ends)."""
+        n = len(self._tensors)
+        return (self._bonds[k - 1] if k > 0 else None, self._phys[k], self._phys[k + 1],
+                self._bonds[k + 1] if k + 1 < n - 1 else None)
+
+    def merge(self, u: int, v: int) -> TwoSiteBlock:
+        """Contract neighbouring sites into a block (fast path of :meth:`BornMachine.merge`).
+
+        The block's indices are ``(left bond, phys k, phys k+1, right bond)``
+        with ``k = min(u, v)`` (bonds that do not exist at the ends omitted).
+
+        Parameters
+        ----------
+        u, v : int
+            Neighbouring sites.
+
+        Returns
+        -------
+        TwoSiteBlock
+            The merged tensor and its index bookkeeping.
+        """
+        if abs(u - v) != 1:
+            raise ConfigError(f"sites {u} and {v} are not neighbours")
+        k = min(u, v)
+        a, b = self._site(k), self._site(k + 1)
+        dl, d, dm = a.shape
+        dr = b.shape[2]
+        data = (a.reshape(dl * d, dm) @ b.reshape(dm, d * dr)).reshape(dl, d, d, dr)
+        names = self._block_inds(k)
+        inds = tuple(ix for ix in names if ix is not None)
+        data = data.reshape([s for s, ix in zip(data.shape, names) if ix is not None])
+        left = names[:2] if u == k else names[2:]
+        virtual = {}
+        for node, other in ((u, v), (v, u)):
+            for nb in self.neighbours(node):
+                if nb != other:
+                    virtual[self._bonds[min(node, nb)]] = (nb, node)
+        return TwoSiteBlock(
+            nodes=(u, v), data=data, inds=inds,
+            left_inds=tuple(ix for ix in left if ix is not None), bond=self._bonds[k],
+            physical={self._phys[k]: k, self._phys[k + 1]: k + 1}, virtual=virtual,
+        )
+
+    def split(
+        self,
+        block: TwoSiteBlock,
+        data: torch.Tensor | None = None,
+        target: int | None = None,
+        cutoff: float = 0.0,
+        max_bond: int | None = None,
+        min_bond: int = 1,
+        method: str = "svd",
+    ) -> SplitInfo:
+        """Split a block by a truncated SVD (fast path of :meth:`BornMachine.split`).
+
+        Same semantics: quimb's array-level split performs the decomposition
+        (``method``), :func:`~tnborn.interface.truncation_rank` decides what is
+        kept, the kept singular values (unit 2-norm) go to ``target``.
+        Sites are stored with index order ``(left bond, physical, right bond)``.
+
+        Parameters
+        ----------
+        block : TwoSiteBlock
+            From :meth:`merge`.
+        data : torch.Tensor, optional
+            New block data with the block's indices (default ``block.data``).
+        target : int, optional
+            The site that receives the singular values (default ``block.nodes[1]``).
+        cutoff : float
+            Relative singular-value cutoff in ``[0, 1)``.
+        max_bond : int, optional
+            Largest bond dimension kept.
+        min_bond : int
+            Smallest bond dimension kept.
+        method : str
+            quimb split method: ``"svd"`` or ``"svd:eig"``.
+
+        Returns
+        -------
+        SplitInfo
+            Kept dimension and discarded weights.
+        """
+        from quimb.tensor.decomp import array_split
+
+        u, v = block.nodes
+        target = v if target is None else target
+        if target not in (u, v):
+            raise ConfigError(f"target {target!r} is not one of the block's nodes {block.nodes}")
+        data = block.data if data is None else data
+        k = min(u, v)
+        names = self._block_inds(k)
+        inds = tuple(ix for ix in names if ix is not None)
+        if tuple(block.inds) != inds:
+            data = data.permute(*[block.inds.index(ix) for ix in inds])
+        d = self.phys_dim
+        dl = data.shape[0] if names[0] is not None else 1
+        dr = data.shape[-1] if names[3] is not None else 1
+        left, s, right = array_split(data.reshape(dl * d, d * dr), method=method, absorb=None,
+                                     max_bond=None, cutoff=0.0, cutoff_mode="rel", renorm=False)
+        sv = s.real if s.is_complex() else s
+        keep, info = truncation_rank(sv, cutoff, max_bond, min_bond)
+        kept = sv[:keep]
+        kept = kept / torch.linalg.vector_norm(kept)
+        left, right = left[:, :keep], right[:keep]
+        if target == k:
+            left = left * kept.to(left.dtype)
+        else:
+            right = kept.to(right.dtype).unsqueeze(1) * right
+        bond = self._bonds[k]
+        lshape = ([dl] if names[0] is not None else []) + [d, keep]
+        rshape = [keep, d] + ([dr] if names[3] is not None else [])
+        self._tensors[k].modify(data=left.reshape(lshape).contiguous(),
+                                inds=tuple(ix for ix in (names[0], names[1], bond) if ix is not None))
+        self._tensors[k + 1].modify(data=right.reshape(rshape).contiguous(),
+                                    inds=tuple(ix for ix in (bond, names[2], names[3]) if ix is not None))
+        self._center = target
+        info.singular_values = kept
+        return info
+
+    def message_kernel(
+        self,
+        data: torch.Tensor,
+        inds: tuple[str, ...],
+        incoming: dict[str, Message],
+        physical: dict[str, torch.Tensor],
+        out_ind: str | None,
+        phys_dim: int,
+    ) -> Message:
+        """One site's message for :class:`~tnborn.environments.EnvironmentCache` (fast path).
+
+        Same contract as :func:`~tnborn.environments.node_message`, computed as
+        ``vec @ A[:, x, :]`` per row (grouped by ``x``) instead of a generic
+        einsum with one-hot selections; anything that is not a chain site
+        falls back to :func:`~tnborn.environments.node_message`.
+
+        Parameters
+        ----------
+        data, inds, incoming, physical, out_ind, phys_dim
+            As in :func:`~tnborn.environments.node_message`.
+
+        Returns
+        -------
+        Message
+            Normalised vectors and accumulated log-scales.
+        """
+        ins = list(incoming)
+        if len(physical) != 1 or len(ins) > (2 if out_ind is None else 1) or \
+                len(inds) != 1 + len(ins) + (out_ind is not None):
+            return node_message(data, inds, incoming, physical, out_ind, phys_dim)
+        ((phys, vals),) = physical.items()
+        first = ins[0] if ins else None
+        second = out_ind if out_ind is not None else (ins[1] if len(ins) > 1 else None)
+        a = kern.site_lpr(data, inds, first, phys, second)
+        if first is not None:
+            vec, log = incoming[first]
+            y = kern.contract_select(vec.to(a.dtype), a, vals)
+        else:
+            y = a[0].index_select(0, vals)
+            log = torch.zeros(vals.shape[0], dtype=y.real.dtype, device=y.device)
+        if out_ind is None and second is not None:
+            vec2, log2 = incoming[second]
+            y = (y * vec2.to(y.dtype)).sum(dim=1, keepdim=True)
+            log = log + log2
+        return kern.normalise_rows(y, log)
+
     # ----------------------------------------------------------- probabilities
     def log_norm(self) -> torch.Tensor:
         """``log Z``: from the centre tensor when canonical, else by transfer matrices."""
@@ -372,33 +555,15 @@ class MPSBornMachine(BornMachine):
         return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
 
     def _log_amplitude_chain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = x.shape[0]
-        rows = torch.arange(b, device=x.device)
-        sites = self.site_arrays()
-        real = self.dtype.to_real() if self.dtype.is_complex else self.dtype
-        log = torch.zeros(b, dtype=real, device=self.device)
-        m = sites[0][0][x[:, 0]]  # (B, D1)
-        for k in range(1, len(sites)):
-            scale = m.abs().amax(dim=1)
-            safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-            log = log + torch.log(scale)
-            m = m / safe[:, None].to(m.dtype)
-            a = sites[k]
-            dl, d, dr = a.shape
-            y = (m @ a.reshape(dl, d * dr)).reshape(b, d, dr)
-            m = y[rows, x[:, k]]
-        m = m[:, 0]
-        mag = m.abs()
-        log_abs = log + torch.log(mag)
-        phase = m / torch.where(mag > 0, mag, torch.ones_like(mag)).to(m.dtype)
-        return log_abs, phase
+        sites = [a.contiguous() for a in self.site_arrays()]
+        return kern.log_amplitude_chain(sites, x)
 
     # ----------------------------------------------------------- sampling
-    def _canonical_sites(self) -> list[torch.Tensor]:
-        """Copies of the site arrays, right-canonical with a unit-norm centre at site 0."""
+    def _canonical_sites(self, end: int = 0) -> list[torch.Tensor]:
+        """Copies of the site arrays, canonical towards a unit-norm centre at site ``end``."""
         mps = self._mps.copy()
         cur = "calc" if self._center is None else self._center
-        mps.canonize(0, cur_orthog=cur)
+        mps.canonize(end, cur_orthog=cur)
         tmp = MPSBornMachine.__new__(MPSBornMachine)
         tmp._mps = mps
         n = len(self._tensors)
@@ -406,7 +571,7 @@ class MPSBornMachine(BornMachine):
         tmp._bonds = list(self._bonds)
         tmp._phys = list(self._phys)
         sites = tmp.site_arrays()
-        sites[0] = sites[0] / torch.linalg.vector_norm(sites[0])
+        sites[end] = sites[end] / torch.linalg.vector_norm(sites[end])
         return sites
 
     def _right_environments(
@@ -447,34 +612,52 @@ class MPSBornMachine(BornMachine):
     def _sample_free(
         self, x: torch.Tensor, known: torch.Tensor, gen: torch.Generator, chunk_bytes: int = 2**28
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Zipper sampler: exact, left to right, batched; conditional when ``known`` is set."""
+        """Zipper sampler: exact, batched; conditional when ``known`` is set.
+
+        Unconditional sampling walks away from the end nearer the centre (right
+        to left on a mirrored chain when the centre is in the right half), so
+        that a trained or freshly built state needs no canonicalisation sweep;
+        conditional sampling walks left to right.
+        """
+        n = len(self._tensors)
+        if not bool(known.any()):
+            if self._center is not None and 2 * self._center > n - 1:
+                sites = [a.permute(2, 1, 0).contiguous() for a in reversed(self._canonical_sites(n - 1))]
+                xr, logp = self._zipper(sites, x.flip(1), known, [None] * n, None, gen)
+                return xr.flip(1), logp
+            return self._zipper(self._canonical_sites(), x.clone(), known, [None] * n, None, gen)
         sites = self._canonical_sites()
         x = x.clone()
         out_logp = torch.zeros(x.shape[0], dtype=torch.float64, device=x.device)
-        if bool(known.any()):
-            # environments depend only on the known part: compute once per distinct row
-            key = torch.where(known, x, torch.full_like(x, -1))
-            uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
-            per_row = sum(a.shape[2] ** 2 for a in sites) * sites[0].element_size()
-            step = max(1, int(chunk_bytes // max(per_row, 1)))
-            for start in range(0, uniq.shape[0], step):
-                sel = torch.nonzero((inverse >= start) & (inverse < start + step)).squeeze(1)
-                ukey = uniq[start : start + step]
-                envs = self._right_environments(sites, ukey.clamp_min(0), ukey >= 0)
-                local = inverse[sel] - start
-                xs, lp = self._zipper(sites, x[sel], known[sel], envs, local, gen)
-                x[sel] = xs
-                out_logp[sel] = lp
-            return x, out_logp
-        envs = [None] * len(sites)
-        return self._zipper(sites, x, known, envs, None, gen)
+        # environments depend only on the known part: compute once per distinct row
+        key = torch.where(known, x, torch.full_like(x, -1))
+        uniq, inverse = torch.unique(key, dim=0, return_inverse=True)
+        per_row = sum(a.shape[2] ** 2 for a in sites) * sites[0].element_size()
+        step = max(1, int(chunk_bytes // max(per_row, 1)))
+        for start in range(0, uniq.shape[0], step):
+            sel = torch.nonzero((inverse >= start) & (inverse < start + step)).squeeze(1)
+            ukey = uniq[start : start + step]
+            envs = self._right_environments(sites, ukey.clamp_min(0), ukey >= 0)
+            local = inverse[sel] - start
+            xs, lp = self._zipper(sites, x[sel], known[sel], envs, local, gen)
+            x[sel] = xs
+            out_logp[sel] = lp
+        return x, out_logp
 
     def _zipper(self, sites, x, known, envs, env_rows, gen):
-        b = x.shape[0]
+        """Sample site by site (in place in ``x``); ``envs[k]``: doubled right environment or None."""
+        b, n = x.shape
         rows = torch.arange(b, device=x.device)
         logp = torch.zeros(b, dtype=torch.float64, device=x.device)
         m = torch.ones((b, 1), dtype=sites[0].dtype, device=x.device)
-        for k, a in enumerate(sites):
+        # from `start` on, everything to the right is right-canonical: fast binary kernel
+        start = n - 1
+        while start > 0 and envs[start - 1] is None:
+            start -= 1
+        if self.phys_dim != 2:
+            start = n
+        for k in range(start):
+            a = sites[k]
             dl, d, dr = a.shape
             y = (m @ a.reshape(dl, d * dr)).reshape(b, d, dr)
             env = envs[k]
@@ -492,6 +675,12 @@ class MPSBornMachine(BornMachine):
             if bool((scale == 0).any()):
                 raise NumericalError("a configuration reached zero amplitude during sampling")
             m = m / scale[:, None].to(m.dtype)
+        if start < n:
+            tail = known[:, start:]
+            free = ~tail if bool(tail.any()) else None
+            vals, lp = kern.zipper_binary(sites[start:], m, x[:, start:], free, gen)
+            x[:, start:] = vals
+            logp = logp + lp
         return x, logp
 
     # ----------------------------------------------------------- diagnostics
