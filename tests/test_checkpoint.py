@@ -222,3 +222,10 @@ def test_load_binary_wrong_kind_of_file(tmp_path, good_file):
     bad.write_bytes(os.urandom(100))
     with pytest.raises(DataError):
         tnborn.load_binary(bad)
+
+
+def test_bad_trainer_state_raises_data_error():
+    model = MPSBornMachine.random(6, 2, seed=0)
+    trainer = SweepTrainer(model, progress=False)
+    with pytest.raises(DataError, match="invalid trainer state"):
+        trainer.load_state_dict({"history": []})

@@ -335,3 +335,19 @@ def test_entanglement_entropies_match_dense_svd():
         p = s**2
         p = p[p > 1e-300]
         assert abs(ent[k] - float(-(p * torch.log(p)).sum())) < 1e-10
+
+
+def test_zero_amplitudes_give_minus_infinity():
+    model = _model(6, 3, seed=1)
+    t = model.node_tensor(2)
+    data = t.data.clone()
+    data.select(t.inds.index(model.variable_index(2)), 1).zero_()
+    t.modify(data=data)
+    model._center = None
+    x = all_configs(6)
+    exact = exact_log_probs(model)
+    zero = x[:, 2] == 1
+    for lp in (model.log_prob(x), _generic_log_prob(model, x)):
+        assert torch.isneginf(lp[zero]).all()
+        assert torch.allclose(lp[~zero], exact[~zero], atol=1e-10, rtol=0)
+    assert model.nll(x) == math.inf

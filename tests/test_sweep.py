@@ -350,3 +350,17 @@ def test_zero_probability_training_sample_raises():
     trainer = SweepTrainer(model, progress=False)
     with pytest.raises(NumericalError, match="probability is zero"):
         trainer.fit(x, loops=1)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_shortest_chains_reach_the_data_entropy(n):
+    """N = 2 has a single bond updated in both half-sweeps; the target is the data's entropy."""
+    data = np.array([[0] * n, [1] * n, [0] * n])
+    model = MPSBornMachine.random(n, 1, seed=0)
+    trainer = SweepTrainer(model, progress=False)
+    history = trainer.fit(data, loops=3)
+    entropy = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))
+    assert abs(history[-1]["train_nll"] - entropy) < 1e-6
+    assert abs(model.nll(data) - entropy) < 1e-6
+    p = torch.exp(model.log_prob(all_configs(n)))
+    assert abs(float(p[0]) - 2 / 3) < 1e-6 and abs(float(p[-1]) - 1 / 3) < 1e-6
