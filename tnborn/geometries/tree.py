@@ -6,7 +6,7 @@ The network is a quimb :class:`~quimb.tensor.TensorNetwork` of torch arrays,
 node ``i`` tagged ``"NODE{i}"``.
 
 Tree layout (a design choice, see :func:`tree_structure`)
---------------------------------------------------------
+---------------------------------------------------------
 The tree is *binary*: every internal node has two children, so a node has at
 most three virtual bonds and the merged two-node block of the sweep at most
 four (``D^4`` entries, as for the paper's tree), not the six of a tree with
