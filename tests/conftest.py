@@ -8,7 +8,6 @@ code: the dense reference goes through quimb's contraction of ``model.tn``
 from __future__ import annotations
 
 import itertools
-import math
 import os
 from pathlib import Path
 
@@ -173,7 +172,7 @@ def snapshot(model) -> list[torch.Tensor]:
     return [a.detach().clone() for a in model.arrays()]
 
 
-def assert_unchanged(model, before: list[torch.Tensor], center=None) -> None:
+def assert_unchanged(model, before: list[torch.Tensor]) -> None:
     """Assert that the model's arrays are bit-identical to ``before``."""
     after = model.arrays()
     assert len(after) == len(before)
@@ -189,11 +188,3 @@ def shared_file(name: str) -> Path:
         pytest.skip(f"shared data file {p} not available")
     return p
 
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    """A seeded numpy generator."""
-    return np.random.default_rng(1234)
-
-
-LN2 = math.log(2.0)

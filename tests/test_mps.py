@@ -264,6 +264,26 @@ def test_784_sites_trained_like_state_float32_close_to_float64():
     assert (lp > -784 * math.log(2)).all()
 
 
+def test_784_sites_partly_trained_state_float32_close_to_float64():
+    """A state after real sweep updates (bond dimension 100) on a handful of MNIST images."""
+    from tnborn import SweepTrainer
+    from tnborn.environments import EnvironmentCache
+
+    x = torch.as_tensor(np.load(shared_file("mnist1k_train_thr50.npy"))[:10].astype(np.int64))
+    model = MPSBornMachine.random(784, 100, seed=5)
+    trainer = SweepTrainer(model, lr=0.1, descent_steps=10, cutoff=0.0, max_bond=100, progress=False)
+    cache = EnvironmentCache(model, x)
+    before = model.log_prob(x)
+    for source, target in model.sweep_schedule()[0][:60]:
+        trainer.update_bond(cache, source, target)
+    after = model.log_prob(x)
+    assert float(after.mean()) > float(before.mean()) + 20  # it did learn something
+    assert model.max_bond == 100
+    _check_float32_drift(model, x)
+    # and unseen images keep finite float32 log-probabilities too
+    _check_float32_drift(model, x.flip(1))
+
+
 # --------------------------------------------------------------------------- #
 # criterion 10: repr
 # --------------------------------------------------------------------------- #
