@@ -135,7 +135,7 @@ def _module_page(modname: str, modules: list[str]) -> str:
     for heading, items in groups.items():
         if not items:
             continue
-        template = "tnborn_data.rst" if heading == "Data" else "tnborn_object.rst"
+        template = "autosummary/tnborn_data.rst" if heading == "Data" else "autosummary/tnborn_object.rst"
         lines += [f".. rubric:: {heading}", "", ".. autosummary::", "   :toctree: .",
                   f"   :template: {template}", "", *[f"   {n}" for n in items], ""]
     if reexports:

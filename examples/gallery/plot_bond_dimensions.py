@@ -47,7 +47,7 @@ ax.set_ylim(0.8, 40)
 ax.set_xlabel("bond k (between sites k and k+1)")
 ax.set_ylabel("bond dimension")
 ax.set_title("bars and stripes 4 x 4: bond dimensions after two loops")
-ax.legend(fontsize="small", ncol=2)
+ax.legend(fontsize="small", ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.17))
 fig.tight_layout()
 plt.show()
 
