@@ -38,6 +38,7 @@ _LAZY = {
     "random_binary": "data",
     "MPSBornMachine": "geometries",
     "TreeBornMachine": "geometries",
+    "PEPSBornMachine": "geometries",
     "BornMachine": "interface",
     "available_geometries": "registry",
     "get_geometry": "registry",
@@ -48,6 +49,8 @@ _LAZY = {
     "ProgressBar": "training",
     "SweepSettings": "training",
     "SweepTrainer": "training",
+    "GradientTrainer": "training",
+    "GradientSettings": "training",
 }
 _SUBMODULES = frozenset({
     "backend", "checkpoint", "circuit", "contraction", "data", "environments", "geometries",
@@ -78,7 +81,7 @@ if TYPE_CHECKING:  # pragma: no cover  (static analysers see ordinary imports)
     from .checkpoint import checkpoint_info, load, save
     from .circuit import compile_mps
     from .data import bars_and_stripes, binarize, even_parity, get_dataset, load_binary, random_binary
-    from .geometries import MPSBornMachine, TreeBornMachine
+    from .geometries import MPSBornMachine, PEPSBornMachine, TreeBornMachine
     from .interface import BornMachine
     from .registry import available_geometries, get_geometry, register_geometry
     from .training import (
@@ -89,14 +92,18 @@ if TYPE_CHECKING:  # pragma: no cover  (static analysers see ordinary imports)
         SweepSettings,
         SweepTrainer,
     )
+    from .training import GradientSettings, GradientTrainer
 
 __all__ = [
     "__version__",
     "BornMachine",
     "MPSBornMachine",
     "TreeBornMachine",
+    "PEPSBornMachine",
     "SweepTrainer",
     "SweepSettings",
+    "GradientTrainer",
+    "GradientSettings",
     "Callback",
     "ProgressBar",
     "EarlyStopping",

@@ -6,6 +6,7 @@ To add a geometry, write one module here whose class subclasses
 """
 
 from .mps import MPSBornMachine
+from .peps import PEPSBornMachine
 from .tree import TreeBornMachine
 
-__all__ = ["MPSBornMachine", "TreeBornMachine"]
+__all__ = ["MPSBornMachine", "PEPSBornMachine", "TreeBornMachine"]

@@ -1,0 +1,591 @@
+"""Gradient training of every tensor at once, for any geometry.
+
+:class:`GradientTrainer` minimises the mini-batch negative log-likelihood
+
+``NLL_B = log Z - (1/B) sum_b log |psi(x_b)|^2``
+
+with a :mod:`torch.optim` optimiser (Adam or SGD) over all node tensors of a
+:class:`~tnborn.interface.BornMachine`, using the geometry's exact,
+differentiable ``log_amplitude`` and ``log_norm`` (autograd through the
+log-scaled contraction: the rescaling by a running maximum is part of the
+computed function, and because ``log |psi| = log |mantissa| + log scale`` is
+invariant under the choice of scale, the gradient is exact). It needs no
+canonical form, so it trains geometries with loops such as the PEPS, and it
+never changes bond dimensions (no SVD).
+
+Before every gradient evaluation the canonical centre is forgotten
+(``model._center = None``): a centre lets a geometry read ``log Z`` off one
+tensor, which is correct only while the other tensors are isometries, and a
+gradient step on all tensors breaks that. After every epoch all tensors are
+multiplied by one common factor so that ``Z = 1`` (no gauge change, bond
+dimensions kept); after training the centre stays unknown.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+import torch
+
+from ..backend import dtype_name, to_numpy
+from ..errors import ConfigError, DataError, NumericalError
+from ..interface import BornMachine
+from .callbacks import Callback, ProgressBar
+
+__all__ = ["GradientSettings", "GradientTrainer", "batch_nll", "rescale_to_unit_norm"]
+
+logger = logging.getLogger("tnborn")
+
+_OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class GradientSettings:
+    """Hyper-parameters of :class:`GradientTrainer`.
+
+    Attributes
+    ----------
+    optimizer : str
+        ``"adam"`` (default) or ``"sgd"``.
+    lr : float
+        Learning rate.
+    batch_size : int or None
+        Mini-batch size; ``None`` uses the whole training set every step.
+        An epoch is one pass over a fresh shuffle of the data (the last batch
+        of an epoch may be smaller).
+    momentum : float
+        SGD momentum in ``[0, 1)`` (ignored by Adam).
+    grad_clip : float or None
+        If set, the gradient of all tensors together is rescaled to at most
+        this 2-norm before each step.
+    seed : int
+        Seed of the mini-batch shuffling.
+    """
+
+    optimizer: str = "adam"
+    lr: float = 0.01
+    batch_size: int | None = None
+    momentum: float = 0.0
+    grad_clip: float | None = None
+    seed: int = 0
+
+    def validate(self, num_samples: int | None = None) -> "GradientSettings":
+        """Check every value, raising :class:`~tnborn.errors.ConfigError` on the first bad one.
+
+        Parameters
+        ----------
+        num_samples : int, optional
+            Training-set size, to check ``batch_size`` against.
+
+        Returns
+        -------
+        GradientSettings
+            ``self``.
+        """
+        if self.optimizer not in _OPTIMIZERS:
+            raise ConfigError(f"optimizer must be one of {list(_OPTIMIZERS)}, got {self.optimizer!r}")
+        if not (_is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not (_is_number(self.momentum) and 0.0 <= self.momentum < 1.0):
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
+        if self.grad_clip is not None and not (
+            _is_number(self.grad_clip) and math.isfinite(self.grad_clip) and self.grad_clip > 0
+        ):
+            raise ConfigError(f"grad_clip must be a positive finite number or None, got {self.grad_clip!r}")
+        if self.batch_size is not None:
+            if not (_is_int(self.batch_size) and self.batch_size >= 1):
+                raise ConfigError(f"batch_size must be an integer >= 1 or None, got {self.batch_size!r}")
+            if num_samples is not None and self.batch_size > num_samples:
+                raise ConfigError(
+                    f"batch_size ({self.batch_size}) is larger than the training set ({num_samples})"
+                )
+        if not _is_int(self.seed):
+            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
+        return self
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        """Names of all settings.
+
+        Returns
+        -------
+        list of str
+            The field names.
+        """
+        return [f.name for f in fields(cls)]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def batch_nll(model: BornMachine, x: torch.Tensor) -> torch.Tensor:
+    """Differentiable NLL of a batch: ``log Z - (2/B) sum_b log|psi(x_b)|``.
+
+    ``log Z`` is computed without the canonical-centre shortcut (the centre is
+    hidden for the duration of the call), so the gradient is that of the true
+    NLL with respect to every tensor, whatever the gauge.
+
+    Parameters
+    ----------
+    model : BornMachine
+        The model; tensors that require grad receive gradients.
+    x : torch.Tensor
+        ``(batch, N)`` int64 configurations.
+
+    Returns
+    -------
+    torch.Tensor
+        Real scalar (``inf`` if some ``psi(x_b) = 0``).
+    """
+    center = model._center
+    model._center = None
+    try:
+        log_abs, _ = model.log_amplitude(x)
+        return model.log_norm() - 2.0 * log_abs.mean()
+    finally:
+        model._center = center
+
+
+@torch.no_grad()
+def rescale_to_unit_norm(model: BornMachine) -> float:
+    """Multiply every node tensor by one common factor so that ``Z = 1``, in place.
+
+    No gauge change and no change of bond dimensions; the canonical centre is
+    set to unknown.
+
+    Parameters
+    ----------
+    model : BornMachine
+        The model.
+
+    Returns
+    -------
+    float
+        ``log Z`` before the rescaling.
+    """
+    model._center = None
+    log_z = float(model.log_norm())
+    if not math.isfinite(log_z):
+        raise NumericalError(f"cannot normalise the model: log Z = {log_z}")
+    nodes = model.nodes()
+    factor = math.exp(-log_z / (2 * len(nodes)))
+    for n in nodes:
+        t = model.node_tensor(n)
+        if t.data.requires_grad:
+            t.data.mul_(factor)  # keep the leaf (and the optimiser's reference) alive
+        else:
+            t.modify(data=t.data * factor)
+    return log_z
+
+
+# --------------------------------------------------------------------------- #
+# JSON encoding of optimiser state (tensors -> nested lists)
+# --------------------------------------------------------------------------- #
+def _encode(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu()
+        cplx = t.is_complex()
+        data = torch.view_as_real(t.resolve_conj()).tolist() if cplx else t.tolist()
+        return {"__tensor__": data, "dtype": dtype_name(t.dtype), "shape": list(t.shape)}
+    if isinstance(obj, dict):
+        return {"__dict__": [[_encode(k), _encode(v)] for k, v in obj.items()]}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v) for v in obj]}
+    if isinstance(obj, list):
+        return [_encode(v) for v in obj]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise ConfigError(f"cannot store optimiser state entry of type {type(obj).__name__}")
+
+
+def _decode(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            dt = getattr(torch, obj["dtype"])
+            shape = tuple(obj["shape"])
+            if dt.is_complex:
+                real = torch.tensor(obj["__tensor__"], dtype=dt.to_real()).reshape(*shape, 2)
+                return torch.view_as_complex(real.contiguous())
+            return torch.tensor(obj["__tensor__"], dtype=dt).reshape(shape)
+        if "__dict__" in obj:
+            return {_decode(k): _decode(v) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(_decode(v) for v in obj["__tuple__"])
+        raise DataError(f"unknown entry in stored optimiser state: keys {sorted(obj)}")
+    if isinstance(obj, list):
+        return [_decode(v) for v in obj]
+    return obj
+
+
+class GradientTrainer:
+    """Train all tensors of any Born machine by a torch optimiser on the exact NLL.
+
+    Parameters
+    ----------
+    model : BornMachine
+        Any geometry (MPS, tree, PEPS ...); its current tensors are the
+        starting point (no re-initialisation).
+    settings : GradientSettings, optional
+        Hyper-parameters; keyword arguments override individual fields.
+    callbacks : sequence of Callback, optional
+        Observers (:mod:`tnborn.training.callbacks`); ``on_half_sweep_end`` is
+        called once per epoch. A :class:`~tnborn.training.callbacks.ProgressBar`
+        is added unless ``progress=False`` or one is given. Callbacks must not
+        replace the model's tensors during a fit.
+    progress : bool or None
+        ``None``: progress bar only on a terminal.
+    **overrides
+        Fields of :class:`GradientSettings`.
+
+    Examples
+    --------
+    >>> import tnborn
+    >>> data = tnborn.bars_and_stripes(3)
+    >>> model = tnborn.MPSBornMachine.random(9, bond_dim=16, seed=0)
+    >>> trainer = tnborn.GradientTrainer(model, lr=0.1, progress=False)
+    >>> history = trainer.fit(data, epochs=150)
+    >>> round(history[-1]["train_nll"], 2)  # ln 14 = 2.64
+    2.65
+    """
+
+    def __init__(
+        self,
+        model: BornMachine,
+        settings: GradientSettings | None = None,
+        callbacks: Sequence[Callback] | None = None,
+        progress: bool | None = None,
+        **overrides: Any,
+    ):
+        if not isinstance(model, BornMachine):
+            raise ConfigError(f"model must be a tnborn BornMachine, got {type(model).__name__}")
+        settings = settings or GradientSettings()
+        if not isinstance(settings, GradientSettings):
+            raise ConfigError(f"settings must be a GradientSettings, got {type(settings).__name__}")
+        _check_keys(overrides)
+        self.model = model
+        self.settings = replace(settings, **overrides).validate()
+        self.callbacks = list(callbacks or [])
+        if progress is not False and not any(isinstance(c, ProgressBar) for c in self.callbacks):
+            self.callbacks.append(ProgressBar(enabled=progress))
+        self.history: list[dict[str, Any]] = []
+        self.epochs_done = 0
+        self.steps_done = 0
+        self.stop_training = False
+        self._generator = torch.Generator(device="cpu")
+        self._generator.manual_seed(self.settings.seed)
+        self._perm: torch.Tensor | None = None
+        self._pointer = 0
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._optimizer_kind: str | None = None
+        self._pending_state: dict[str, Any] | None = None
+        self._params: list[torch.Tensor] = []
+        self._data_key: Any = None
+
+    # ----------------------------------------------------------------- batches
+    def _next_rows(self, n: int) -> torch.Tensor:
+        """Rows of the next mini-batch; a new shuffle starts every epoch."""
+        b = self.settings.batch_size
+        if b is None or b >= n:
+            self._pointer = n
+            return torch.arange(n)
+        if self._perm is None or self._pointer >= self._perm.shape[0]:
+            self._perm = torch.randperm(n, generator=self._generator)
+            self._pointer = 0
+        rows = self._perm[self._pointer : self._pointer + b]
+        self._pointer += rows.shape[0]
+        return rows
+
+    # ----------------------------------------------------------------- parameters
+    def _make_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+        s = self.settings
+        if s.optimizer == "adam":
+            return torch.optim.Adam(params, lr=s.lr)
+        return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum)
+
+    def _attach(self) -> None:
+        """Make every node tensor a leaf that requires grad; (re)build the optimiser."""
+        params = []
+        for n in self.model.nodes():
+            t = self.model.node_tensor(n)
+            p = t.data.detach().clone().requires_grad_(True)
+            t.modify(data=p)
+            params.append(p)
+        old = self._pending_state
+        if old is None and self._optimizer is not None and self._optimizer_kind == self.settings.optimizer:
+            old = self._optimizer.state_dict()
+        self._pending_state = None
+        self._params = params
+        self._optimizer = self._make_optimizer(params)
+        self._optimizer_kind = self.settings.optimizer
+        if old is not None:
+            if _state_fits(old, params):
+                self._optimizer.load_state_dict(old)
+                for group in self._optimizer.param_groups:
+                    group["lr"] = self.settings.lr
+                    if "momentum" in group:
+                        group["momentum"] = self.settings.momentum
+            else:
+                logger.warning("optimiser state does not fit the model's tensors; starting it afresh")
+
+    def _detach(self) -> None:
+        for n, p in zip(self.model.nodes(), self._params):
+            t = self.model.node_tensor(n)
+            if t.data is p:
+                t.modify(data=p.detach())
+        self._params = []
+
+    # ----------------------------------------------------------------- fit
+    def fit(
+        self,
+        data: Any,
+        epochs: int = 10,
+        test_data: Any = None,
+        **overrides: Any,
+    ) -> list[dict[str, Any]]:
+        """Train for ``epochs`` passes over the data.
+
+        Calling ``fit`` again continues the run (history, optimiser state and
+        batch stream carry over); keyword arguments change settings from now on.
+
+        Parameters
+        ----------
+        data : array_like
+            ``(samples, N)`` training configurations.
+        epochs : int
+            Number of epochs.
+        test_data : array_like, optional
+            Held-out configurations; their NLL is recorded after every epoch.
+        **overrides
+            Fields of :class:`GradientSettings`.
+
+        Returns
+        -------
+        list of dict
+            The whole history, one record per epoch: ``epoch``, ``loop``
+            (= epoch), ``step``, ``train_nll`` (exact, whole training set, after
+            the epoch), ``batch_nll`` (mean of the epoch's mini-batch losses),
+            ``test_nll``, ``max_bond``, ``bond_dims``, ``grad_norm`` (of the last
+            step, before clipping), ``seconds``, ``settings``.
+        """
+        model = self.model
+        x = model.as_configurations(data, name="training data")
+        test = model.as_configurations(test_data, name="test data") if test_data is not None else None
+        if not (_is_int(epochs) and epochs >= 0):
+            raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
+        if overrides:
+            _check_keys(overrides)
+            new = replace(self.settings, **overrides).validate(x.shape[0])
+            if new.seed != self.settings.seed:
+                self._generator.manual_seed(new.seed)
+                self._perm, self._pointer = None, 0
+            if new.batch_size != self.settings.batch_size:
+                self._perm, self._pointer = None, 0
+            self.settings = new
+        self.settings.validate(x.shape[0])
+        n = x.shape[0]
+        key = (tuple(x.shape), int(x.sum()))
+        if self._data_key is not None and key != self._data_key:
+            self._perm, self._pointer = None, 0
+        self._data_key = key
+        if self._perm is not None and self._perm.shape[0] != n:
+            self._perm, self._pointer = None, 0
+        b = self.settings.batch_size
+        steps_per_epoch = 1 if b is None else -(-n // b)
+        model._center = None
+        self.stop_training = False
+        self._attach()
+        try:
+            for cb in self.callbacks:
+                cb.on_fit_start(self, epochs * steps_per_epoch)
+            for _ in range(epochs):
+                self._epoch(x, test, steps_per_epoch)
+                if self.stop_training:
+                    break
+        finally:
+            self._detach()
+            model._center = None
+            for cb in self.callbacks:
+                cb.on_fit_end(self)
+        return self.history
+
+    def _step(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[float, float]:
+        opt = self._optimizer
+        opt.zero_grad(set_to_none=True)
+        loss = batch_nll(self.model, x[rows.to(x.device)])
+        if not bool(torch.isfinite(loss)):
+            raise NumericalError(
+                f"the mini-batch NLL is {float(loss.detach())}: some training sample has psi(x) = 0 "
+                "(probability zero) or the contraction overflowed"
+            )
+        loss.backward()
+        grads = [p.grad for p in self._params if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if not bool(torch.isfinite(norm)):
+            raise NumericalError("the gradient of the NLL is not finite")
+        clip = self.settings.grad_clip
+        if clip is not None and float(norm) > clip:
+            for g in grads:
+                g.mul_(clip / float(norm))
+        opt.step()
+        return float(loss.detach()), float(norm)
+
+    def _epoch(self, x: torch.Tensor, test: torch.Tensor | None, steps_per_epoch: int) -> dict[str, Any]:
+        n = x.shape[0]
+        t0 = time.perf_counter()
+        losses, grad_norm, i = [], float("nan"), 0
+        while True:
+            rows = self._next_rows(n)
+            loss, grad_norm = self._step(x, rows)
+            losses.append(loss)
+            self.steps_done += 1
+            info = {
+                "step": self.steps_done,
+                "epoch": self.epochs_done + 1,
+                "loop": self.epochs_done + min(self._pointer, n) / n,
+                "step_in_half_sweep": i,
+                "batch_nll": loss,
+                "grad_norm": grad_norm,
+                "bond": None,
+                "bond_dim": self.model.max_bond,
+            }
+            for cb in self.callbacks:
+                cb.on_step_end(self, info)
+            i += 1
+            if self._pointer >= n:
+                break
+        rescale_to_unit_norm(self.model)
+        seconds = time.perf_counter() - t0
+        self.epochs_done += 1
+        with torch.no_grad():
+            train_nll = self.model.nll(x)
+            test_nll = self.model.nll(test) if test is not None else None
+        dims = self.model.bond_dims()
+        record = {
+            "epoch": self.epochs_done,
+            "loop": float(self.epochs_done),
+            "step": self.steps_done,
+            "train_nll": train_nll,
+            "batch_nll": sum(losses) / len(losses),
+            "test_nll": test_nll,
+            "max_bond": max(dims) if dims else 1,
+            "bond_dims": dims,
+            "grad_norm": grad_norm,
+            "seconds": seconds,
+            "settings": asdict(self.settings),
+        }
+        self.history.append(record)
+        for cb in self.callbacks:
+            cb.on_half_sweep_end(self, record)
+        return record
+
+    # ----------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable trainer state: settings, counters, RNG, batch stream, optimiser, history.
+
+        Returns
+        -------
+        dict
+            Optimiser tensors are stored as nested lists (exact for float64).
+        """
+        if self._pending_state is not None:
+            opt_state = self._pending_state
+        elif self._optimizer is not None:
+            opt_state = self._optimizer.state_dict()
+        else:
+            opt_state = None
+        return {
+            "settings": asdict(self.settings),
+            "epochs_done": self.epochs_done,
+            "steps_done": self.steps_done,
+            "pointer": self._pointer,
+            "perm": None if self._perm is None else to_numpy(self._perm).tolist(),
+            "generator_state": to_numpy(self._generator.get_state()).tolist(),
+            "optimizer_kind": self._optimizer_kind if self._pending_state is None else self.settings.optimizer,
+            "optimizer_state": None if opt_state is None else _encode(opt_state),
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (the optimiser state applies at the next fit).
+
+        Parameters
+        ----------
+        state : dict
+            A trainer state.
+        """
+        try:
+            settings = GradientSettings(**state["settings"]).validate()
+            epochs_done = int(state["epochs_done"])
+            steps_done = int(state["steps_done"])
+            pointer = int(state["pointer"])
+            perm = state.get("perm")
+            perm = None if perm is None else torch.as_tensor(perm, dtype=torch.int64)
+            gen_state = torch.as_tensor(state["generator_state"], dtype=torch.uint8)
+            opt = state.get("optimizer_state")
+            opt = None if opt is None else _decode(opt)
+            history = list(state.get("history", []))
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise DataError(f"invalid gradient-trainer state: {exc}") from exc
+        if opt is not None and state.get("optimizer_kind", settings.optimizer) != settings.optimizer:
+            opt = None
+        self.settings = settings
+        self.epochs_done, self.steps_done, self._pointer, self._perm = epochs_done, steps_done, pointer, perm
+        try:
+            self._generator.set_state(gen_state)
+        except RuntimeError as exc:
+            raise DataError(f"invalid gradient-trainer state: bad generator state ({exc})") from exc
+        self._pending_state = opt
+        self._optimizer = None
+        self._optimizer_kind = None
+        self.history = history
+
+    def save_checkpoint(self, path: Any) -> Any:
+        """Save model and trainer state atomically (see :func:`tnborn.checkpoint.save`).
+
+        Parameters
+        ----------
+        path : str or Path
+            Destination file.
+
+        Returns
+        -------
+        pathlib.Path
+            The path written.
+        """
+        from ..checkpoint import save
+
+        return save(path, self.model, trainer=self)
+
+
+def _check_keys(overrides: dict[str, Any]) -> None:
+    unknown = set(overrides) - set(GradientSettings.keys())
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {sorted(unknown)}; valid settings: {GradientSettings.keys()}")
+
+
+def _state_fits(state: dict[str, Any], params: list[torch.Tensor]) -> bool:
+    """Whether a torch optimiser ``state_dict`` matches ``params`` (count and shapes)."""
+    try:
+        groups = state["param_groups"]
+        ids = [i for g in groups for i in g["params"]]
+        if len(ids) != len(params):
+            return False
+        pos = {pid: k for k, pid in enumerate(ids)}
+        for pid, entry in state["state"].items():
+            p = params[pos[pid]]
+            for v in entry.values():
+                if isinstance(v, torch.Tensor) and v.ndim > 0 and tuple(v.shape) != tuple(p.shape):
+                    return False
+        return True
+    except (KeyError, TypeError, IndexError):
+        return False
