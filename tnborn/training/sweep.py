@@ -27,7 +27,6 @@ from typing import Any
 import torch
 
 from ..backend import to_numpy
-from ..contraction import onehot
 from ..environments import EnvironmentCache
 from ..errors import ConfigError, DataError, NumericalError
 from ..interface import BornMachine, TwoSiteBlock
@@ -119,25 +118,33 @@ def _design(block: TwoSiteBlock, envs: dict, x: torch.Tensor, rows: torch.Tensor
 
     ``psi(v) = F(v) @ M @ R(v)`` where ``M`` is the block permuted to
     (physical..., virtual[:-1]..., virtual[-1]) and reshaped to ``(K, D)``.
+    ``F`` is the one-hot code of the physical values times the outer product
+    of the other environments, written with one indexed assignment.
     """
     phys = [ix for ix in block.inds if ix in block.physical]
     virt = [ix for ix in block.inds if ix in block.virtual]
     order = phys + virt
-    sel = (lambda t: t) if rows is None else (lambda t: t[rows])
     dtype = block.data.dtype
+    dev = x.device
     n = x.shape[0] if rows is None else rows.shape[0]
-    code = torch.zeros(n, dtype=torch.int64, device=x.device)
+    vecs = [envs[ix][0] if rows is None else envs[ix][0].index_select(0, rows) for ix in virt]
+    vecs = [v.to(dtype) for v in vecs]
+    last = vecs.pop() if vecs else torch.ones((n, 1), dtype=dtype, device=dev)
+    env = None
+    for v in vecs:
+        env = v if env is None else (env.unsqueeze(2) * v.unsqueeze(1)).reshape(n, -1)
+    if not phys:
+        return (env if env is not None else torch.ones((n, 1), dtype=dtype, device=dev)), last, order
+    code = None
     for ix in phys:
-        code = code * phys_dim + sel(x[:, block.physical[ix]])
-    feats = onehot(code, phys_dim ** len(phys), dtype) if phys else torch.ones((n, 1), dtype=dtype, device=x.device)
-    for ix in virt[:-1]:
-        e = sel(envs[ix][0]).to(dtype)
-        feats = (feats[:, :, None] * e[:, None, :]).reshape(n, -1)
-    if virt:
-        last = sel(envs[virt[-1]][0]).to(dtype)
-    else:
-        last = torch.ones((n, 1), dtype=dtype, device=x.device)
-    return feats, last, order
+        col = x[:, block.physical[ix]]
+        col = col if rows is None else col.index_select(0, rows)
+        code = col if code is None else code * phys_dim + col
+    width = 1 if env is None else env.shape[1]
+    feats = torch.zeros((n, phys_dim ** len(phys), width), dtype=dtype, device=dev)
+    values = torch.ones((n, 1), dtype=dtype, device=dev) if env is None else env
+    feats.index_put_((torch.arange(n, device=dev), code), values)
+    return feats.reshape(n, -1), last, order
 
 
 def block_gradient_steps(
