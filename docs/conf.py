@@ -51,11 +51,10 @@ extensions = [
     "tnborn_docs",  # _ext/tnborn_docs.py: API pages, conditional text, CLI help
 ]
 
+# Run the examples of the gallery (TNBORN_DOCS_SKIP_GALLERY=1: show their code only).
 _GALLERY = os.environ.get("TNBORN_DOCS_SKIP_GALLERY", "0") != "1"
-tnborn_gallery = _GALLERY
-tnborn_gallery_source = str(ROOT / "examples" / "gallery")  # placeholder pages when not run
-if _GALLERY:
-    extensions.append("sphinx_gallery.gen_gallery")
+tnborn_gallery = _GALLERY  # the "build.gallery" condition of the pages
+extensions.append("sphinx_gallery.gen_gallery")
 
 _INTERSPHINX = os.environ.get("TNBORN_DOCS_INTERSPHINX", "0") == "1"
 if _INTERSPHINX:
@@ -112,23 +111,22 @@ copybutton_prompt_text = r">>> |\.\.\. |\$ "
 copybutton_prompt_is_regexp = True
 
 # -- sphinx-gallery -----------------------------------------------------------
-if _GALLERY:
-    sphinx_gallery_conf = {
-        "examples_dirs": [str(ROOT / "examples" / "gallery")],
-        "gallery_dirs": ["auto_examples"],
-        "filename_pattern": r".*\.py$",  # execute every example
-        "ignore_pattern": r"(__init__|_helpers?)\.py$",
-        # the pyplot-free figures of tnborn.plotting, then pyplot's figures
-        "image_scrapers": ("tnborn_docs.figure_scraper", "matplotlib"),
-        "download_all_examples": False,
-        "remove_config_comments": True,
-        "within_subsection_order": "FileNameSortKey",
-        "abort_on_example_error": False,
-        "only_warn_on_example_error": False,
-        "show_memory": False,
-        "min_reported_time": 1,
-        "capture_repr": ("_repr_html_", "__repr__"),
-        "matplotlib_animations": False,
-        "plot_gallery": "True",
-        "reset_modules": ("matplotlib",),
-    }
+sphinx_gallery_conf = {
+    "examples_dirs": [str(ROOT / "examples" / "gallery")],
+    "gallery_dirs": ["auto_examples"],
+    "filename_pattern": r".*\.py$",  # execute every example
+    "ignore_pattern": r"(__init__|_helpers?)\.py$",
+    # the pyplot-free figures of tnborn.plotting, then pyplot's figures
+    "image_scrapers": ("tnborn_docs.figure_scraper", "matplotlib"),
+    "download_all_examples": False,
+    "remove_config_comments": True,
+    "within_subsection_order": "FileNameSortKey",
+    "abort_on_example_error": False,
+    "only_warn_on_example_error": False,
+    "show_memory": False,
+    "min_reported_time": 1,
+    "capture_repr": ("_repr_html_", "__repr__"),
+    "matplotlib_animations": False,
+    "plot_gallery": str(_GALLERY),
+    "reset_modules": ("matplotlib",),
+}

@@ -37,7 +37,6 @@ __all__ = [
     "resolve_conditionals",
     "cli_help",
     "write_api_pages",
-    "write_gallery_stubs",
     "figure_scraper",
     "setup",
 ]
@@ -341,11 +340,6 @@ def figure_scraper(block: Any, block_vars: dict[str, Any], gallery_conf: dict[st
     return figure_rst(paths, gallery_conf["src_dir"]) if paths else ""
 
 
-def _config_inited(app, config) -> None:
-    if not config.tnborn_gallery and config.tnborn_gallery_source:
-        write_gallery_stubs(Path(app.srcdir), Path(config.tnborn_gallery_source))
-
-
 def _source_read(app, docname: str, source: list[str]) -> None:
     text = resolve_conditionals(source[0], gallery=app.config.tnborn_gallery)
     if "<!-- tnborn:cli-help -->" in text:
@@ -387,40 +381,6 @@ def _missing_reference(app, env, node, contnode):
     )
 
 
-def write_gallery_stubs(docs: Path, examples: Path) -> None:
-    """Write placeholder gallery pages for a build that does not run the examples.
-
-    Links to ``auto_examples/<name>`` stay valid; pages that a previous full
-    build left behind are kept.
-
-    Parameters
-    ----------
-    docs : Path
-        The documentation source folder.
-    examples : Path
-        The folder of the gallery scripts.
-    """
-    import ast
-
-    out = docs / "auto_examples"
-    out.mkdir(exist_ok=True)
-    names = []
-    for script in sorted(examples.glob("*.py")):
-        doc = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or script.stem
-        title = doc.strip().splitlines()[0]
-        names.append(script.stem)
-        page = out / f"{script.stem}.rst"
-        if not page.exists():
-            page.write_text(f"{title}\n{'=' * len(title)}\n\nThis build did not run the examples "
-                            f"(``TNBORN_DOCS_SKIP_GALLERY=1``); see ``examples/gallery/{script.name}``.\n",
-                            encoding="utf-8")
-    index = out / "index.rst"
-    if not index.exists():
-        index.write_text("Gallery\n=======\n\nThis build did not run the examples "
-                         "(``TNBORN_DOCS_SKIP_GALLERY=1``).\n\n.. toctree::\n\n"
-                         + "".join(f"   {n}\n" for n in names), encoding="utf-8")
-
-
 def setup(app) -> dict[str, Any]:
     """Register the hooks and write the API pages.
 
@@ -435,9 +395,7 @@ def setup(app) -> dict[str, Any]:
         Extension metadata.
     """
     app.add_config_value("tnborn_gallery", True, "env")
-    app.add_config_value("tnborn_gallery_source", "", "env")
     write_api_pages(Path(app.srcdir))
-    app.connect("config-inited", _config_inited)
     app.connect("source-read", _source_read)
     app.connect("missing-reference", _missing_reference)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
