@@ -252,6 +252,23 @@ def test_checkpoint_resume_equals_uninterrupted_run(name, optimizer, tmp_path):
     assert torch.allclose(loaded.log_prob(x), full.log_prob(x), rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", ["complex128", "float32"])
+def test_state_dict_json_roundtrip_other_dtypes(dtype):
+    data = tnborn.bars_and_stripes(2, 3)
+    model = make_model("peps", 6, bond_dim=2, seed=0, dtype=dtype)
+    trainer = GradientTrainer(model, lr=0.05, batch_size=3, progress=False)
+    trainer.fit(data, epochs=2)
+    state = json.loads(json.dumps(trainer.state_dict()))
+    twin = model.copy()
+    resumed = GradientTrainer(twin, progress=False)
+    resumed.load_state_dict(state)
+    a = trainer.fit(data, epochs=2)[-1]["train_nll"]
+    b = resumed.fit(data, epochs=2)[-1]["train_nll"]
+    assert a == b and twin.dtype == model.dtype
+    for x, y in zip(model.arrays(), twin.arrays()):
+        assert torch.equal(x, y)
+
+
 def test_resume_from_a_mid_epoch_checkpoint(tmp_path):
     data = tnborn.bars_and_stripes(3)  # 14 rows, batches of 4: 4 steps per epoch
     full = tnborn.MPSBornMachine.random(9, bond_dim=2, seed=0)

@@ -99,6 +99,11 @@ def test_random_arrays_shapes_and_dtypes():
     assert all(a.dtype == torch.complex128 and bool(a.imag.abs().max() > 0) for a in arrays)
     model = PEPSBornMachine.random(6, bond_dim=2, seed=0, dtype="float32")
     assert model.dtype == torch.float32 and model.device == torch.device("cpu")
+    # a complex model has genuinely complex amplitudes (not a real state cast to complex)
+    model = PEPSBornMachine.random(6, bond_dim=2, seed=0, dtype="complex128")
+    _, phase = model.log_amplitude(all_configs(6))
+    assert float((phase - phase[0]).abs().max()) > 0.1
+    assert abs(float(model.log_norm())) < 1e-12
 
 
 def test_higher_physical_dimension():

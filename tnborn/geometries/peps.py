@@ -241,7 +241,9 @@ class PEPSBornMachine(BornMachine):
             raise ConfigError(f"noise must be a finite number >= 0, got {noise!r}")
         dt = resolve_dtype(dtype)
         dev = resolve_device(device)
-        arrays = random_peps_arrays(shape, int(bond_dim), int(phys_dim), seed, float(noise), torch.float64)
+        # drawn and normalised in double precision, then cast
+        wide = torch.complex128 if dt.is_complex else torch.float64
+        arrays = random_peps_arrays(shape, int(bond_dim), int(phys_dim), seed, float(noise), wide)
         model = cls(arrays, shape)
         model.normalize()
         return model.to(device=dev, dtype=dt)
