@@ -373,6 +373,9 @@ def test_conditional_blocks():
             "<!-- tnborn:if build.gallery -->\ngallery\n<!-- tnborn:end -->\nb\n")
     assert tnborn_docs.resolve_conditionals(text, gallery=False) == "a\nyes\nb\n"
     assert tnborn_docs.resolve_conditionals(text, gallery=True) == "a\nyes\ngallery\nb\n"
+    pages = "<!-- tnborn:if page.user_guide.sweeps -->\nx\n<!-- tnborn:end -->\n" \
+            "<!-- tnborn:if page.no_such_page -->\ny\n<!-- tnborn:end -->\n"
+    assert tnborn_docs.resolve_conditionals(pages) == "x\n"
 
 
 # --------------------------------------------------------------------------- #

@@ -8,7 +8,8 @@
   between ``<!-- tnborn:if NAME -->``, an optional ``<!-- tnborn:else -->``
   and ``<!-- tnborn:end -->`` depending on whether ``tnborn.NAME`` exists when
   the documentation is built (pages can describe code that other developers
-  are still writing). ``build.gallery`` is true when the examples are run.
+  are still writing). ``build.gallery`` is true when the examples are run,
+  ``page.NAME`` when the page ``docs/NAME.md`` exists.
 - ``<!-- tnborn:cli-help -->`` becomes the ``--help`` text of every command
   of the ``tnborn`` command line.
 - The ``<!-- tnborn:changelog -->`` ... ``<!-- tnborn:changelog-end -->``
@@ -46,6 +47,7 @@ _IF_BLOCK = re.compile(
     r"(?:<!-- tnborn:else -->\n(?P<no>.*?))?<!-- tnborn:end -->\n?",
     re.S,
 )
+_DOCS = Path(__file__).resolve().parents[1]
 _CHANGELOG = re.compile(r"<!-- tnborn:changelog -->.*?<!-- tnborn:changelog-end -->", re.S)
 
 
@@ -196,8 +198,9 @@ def available(dotted: str, gallery: bool = True) -> bool:
     Parameters
     ----------
     dotted : str
-        ``"TreeBornMachine"``, ``"cli.build_parser"``, ... or the pseudo-name
-        ``"build.gallery"``.
+        ``"TreeBornMachine"``, ``"cli.build_parser"``, ..., the pseudo-name
+        ``"build.gallery"``, or ``"page.<name>"``: whether the page
+        ``docs/<name>.md`` (or ``.rst``) exists (``page.user_guide.cli``).
     gallery : bool
         Value of ``build.gallery``: whether the examples are run.
 
@@ -208,6 +211,9 @@ def available(dotted: str, gallery: bool = True) -> bool:
     """
     if dotted == "build.gallery":
         return gallery
+    if dotted.startswith("page."):
+        page = _DOCS / dotted[len("page."):].replace(".", "/")
+        return page.with_suffix(".md").is_file() or page.with_suffix(".rst").is_file()
     import tnborn
 
     obj: Any = tnborn
@@ -341,12 +347,21 @@ def figure_scraper(block: Any, block_vars: dict[str, Any], gallery_conf: dict[st
 
 
 def _source_read(app, docname: str, source: list[str]) -> None:
+    if "<!-- tnborn:" in source[0]:
+        # what such a page shows depends on the code and the other pages: read it every build
+        dynamic = getattr(app.env, "tnborn_dynamic_pages", set())
+        dynamic.add(docname)
+        app.env.tnborn_dynamic_pages = dynamic
     text = resolve_conditionals(source[0], gallery=app.config.tnborn_gallery)
     if "<!-- tnborn:cli-help -->" in text:
         text = text.replace("<!-- tnborn:cli-help -->", cli_help())
     if docname == "changelog" and (Path(app.srcdir).parent / "CHANGELOG.md").exists():
         text = _CHANGELOG.sub(lambda _: "```{include} ../CHANGELOG.md\n:heading-offset: 1\n```", text)
     source[0] = text
+
+
+def _outdated(app, env, added, changed, removed) -> list[str]:
+    return sorted(getattr(env, "tnborn_dynamic_pages", set()) & set(env.found_docs))
 
 
 def _missing_reference(app, env, node, contnode):
@@ -397,5 +412,6 @@ def setup(app) -> dict[str, Any]:
     app.add_config_value("tnborn_gallery", True, "env")
     write_api_pages(Path(app.srcdir))
     app.connect("source-read", _source_read)
+    app.connect("env-get-outdated", _outdated)
     app.connect("missing-reference", _missing_reference)
     return {"parallel_read_safe": True, "parallel_write_safe": True}
