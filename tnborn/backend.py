@@ -195,9 +195,15 @@ def default_num_threads() -> int:
 
     The hot loops of a Born machine are many small matrix products; on a
     machine with few cores, or one shared with other work, several threads per
-    tiny operation cost more in synchronisation than they gain. The default is
-    ``min(4, cores)``; set the ``TNBORN_NUM_THREADS`` environment variable or
-    call :func:`set_num_threads` to override.
+    tiny operation cost more in synchronisation than they gain, and when the
+    other cores are busy OpenMP's waiting threads make every operation
+    dramatically slower. The default is ``min(4, cores // 2)`` (at least 1):
+    on the 2-core development machine, shared with other jobs, a max-bond-30
+    MNIST half-sweep took 0.9 s with 1 thread and 13-60 s with 2, and log P
+    and sampling at bond 100 were 5-25 times slower with 2 threads
+    (``benchmarks/results``). Set the ``TNBORN_NUM_THREADS`` environment
+    variable or call :func:`set_num_threads` to override, e.g. on an idle
+    machine with large bond dimensions.
 
     Returns
     -------
@@ -210,7 +216,7 @@ def default_num_threads() -> int:
             return max(1, int(env))
         except ValueError:
             pass
-    return max(1, min(4, os.cpu_count() or 1))
+    return max(1, min(4, (os.cpu_count() or 1) // 2))
 
 
 def set_num_threads(n: int | None = None) -> int:
