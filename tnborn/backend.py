@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import DeviceError
+from .errors import ConfigError, DeviceError
 
 __all__ = [
     "DTYPES",
@@ -27,6 +27,8 @@ __all__ = [
     "set_num_threads",
     "default_num_threads",
     "make_generator",
+    "check_integer",
+    "check_seed",
 ]
 
 #: Spellings accepted for ``dtype=`` arguments.
@@ -254,9 +256,68 @@ def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torc
     torch.Generator
         The generator.
     """
+    seed = check_seed(seed)
     gen = torch.Generator(device=device)
     if seed is None:
         gen.seed()
     else:
-        gen.manual_seed(int(seed))
+        gen.manual_seed(seed)
     return gen
+
+
+def check_integer(value: Any, name: str, minimum: int | None = None) -> int:
+    """Return ``value`` as a Python int, refusing bools, floats, strings and ``None``.
+
+    Parameters
+    ----------
+    value : Any
+        The candidate (a Python or NumPy integer).
+    name : str
+        Name used in the error message.
+    minimum : int, optional
+        Smallest allowed value.
+
+    Returns
+    -------
+    int
+        The value.
+
+    Raises
+    ------
+    ConfigError
+        If ``value`` is not an integer or is below ``minimum``.
+    """
+    bound = f" >= {minimum}" if minimum is not None else ""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be an integer{bound}, got {value!r} ({type(value).__name__})")
+    if minimum is not None and int(value) < minimum:
+        raise ConfigError(f"{name} must be an integer{bound}, got {int(value)}")
+    return int(value)
+
+
+def check_seed(seed: Any, name: str = "seed") -> int | None:
+    """Return a seed as a non-negative Python int (or ``None``), refusing anything else.
+
+    Parameters
+    ----------
+    seed : int or None
+        The seed.
+    name : str
+        Name used in the error message.
+
+    Returns
+    -------
+    int or None
+        The seed.
+
+    Raises
+    ------
+    ConfigError
+        If ``seed`` is not ``None`` or an integer in ``[0, 2**64)``.
+    """
+    if seed is None:
+        return None
+    seed = check_integer(seed, name, 0)
+    if seed >= 2**64:
+        raise ConfigError(f"{name} must be < 2**64, got {seed}")
+    return seed

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .backend import resolve_device, resolve_dtype, to_numpy
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, DeviceError
 from .interface import BornMachine
 from .io import load_arrays, read_header, save_arrays
 from .registry import get_geometry
@@ -96,10 +96,18 @@ def save(path: str | Path, model: BornMachine, trainer: Any = None, extra: dict 
 def _check_meta(meta: dict, path: Any) -> None:
     if meta.get("library") != "tnborn" or "geometry" not in meta or "nodes" not in meta:
         raise CheckpointError(f"{path} is not a tnborn model checkpoint (no model metadata)")
-    if int(meta.get("model_format", 0)) > MODEL_FORMAT:
+    fmt = meta.get("model_format", 0)
+    if not isinstance(fmt, int) or isinstance(fmt, bool):
+        raise CheckpointError(f"{path}: model format must be an integer, got {fmt!r}")
+    if fmt > MODEL_FORMAT:
         raise CheckpointError(
             f"{path} holds model format {meta['model_format']} > {MODEL_FORMAT}: written by a newer tnborn"
         )
+    nodes = meta["nodes"]
+    if not isinstance(nodes, list) or not all(
+        isinstance(r, dict) and isinstance(r.get("inds"), list) for r in nodes
+    ) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{path}: malformed model metadata ('nodes' or 'config')")
 
 
 def load(
@@ -136,8 +144,15 @@ def load(
     except ConfigError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     dev = resolve_device(device)
-    stored = resolve_dtype(meta.get("dtype"))
+    try:
+        stored = resolve_dtype(meta.get("dtype"))
+    except DeviceError:
+        raise CheckpointError(f"{path}: unsupported model dtype {meta.get('dtype')!r} in the metadata") from None
     dt = resolve_dtype(dtype) if dtype is not None else stored
+    if stored.is_complex and not dt.is_complex:
+        raise ConfigError(
+            f"{path} holds a complex ({meta.get('dtype')}) model; loading it as {dt} would drop the phases"
+        )
     tensors = []
     for i, rec in enumerate(meta["nodes"]):
         key = f"node/{i}"
@@ -148,10 +163,18 @@ def load(
             raise CheckpointError(
                 f"{path}: array {key!r} has {a.ndim} dimensions but the metadata names {len(rec['inds'])} indices"
             )
+        try:
+            same_dtype = a.dtype.kind in "fc" and resolve_dtype(a.dtype) == stored
+        except DeviceError:
+            same_dtype = False
+        if not same_dtype:
+            raise CheckpointError(f"{path}: array {key!r} has dtype {a.dtype} but the metadata says {meta.get('dtype')}")
+        if not np.isfinite(a).all():
+            raise CheckpointError(f"{path}: array {key!r} holds NaN or inf values")
         tensors.append(torch.as_tensor(a).to(device=dev, dtype=dt))
     try:
         model = cls.from_arrays(tensors, meta["config"])
-    except (ConfigError, ValueError, RuntimeError, IndexError) as exc:
+    except (ConfigError, ValueError, RuntimeError, IndexError, TypeError, KeyError, AttributeError) as exc:
         raise CheckpointError(f"{path}: arrays do not match the stored {meta['geometry']} metadata: {exc}") from exc
     if model.bond_dims() != list(meta.get("bond_dims", model.bond_dims())):
         raise CheckpointError(f"{path}: bond dimensions do not match the metadata")

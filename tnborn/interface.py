@@ -39,16 +39,17 @@ import numpy as np
 import quimb.tensor as qtn
 import torch
 
-from .backend import dtype_name, is_complex, resolve_device, resolve_dtype, to_numpy
+from .backend import check_integer, check_seed, dtype_name, is_complex, resolve_device, resolve_dtype, to_numpy
 from .contraction import contract_log_scaled, onehot
 from .data import validate_binary
-from .errors import ConfigError, DataError, NumericalError
+from .errors import ConfigError, DataError, DeviceError, NumericalError
 
 __all__ = [
     "BornMachine",
     "TwoSiteBlock",
     "SplitInfo",
     "Node",
+    "check_split_finite",
 ]
 
 Node = Hashable
@@ -496,6 +497,7 @@ class BornMachine(abc.ABC):
         float
             The NLL (``inf`` if some configuration has probability zero).
         """
+        batch_size = check_integer(batch_size, "batch_size", 1)
         xt = self.as_configurations(x)
         total = 0.0
         for start in range(0, xt.shape[0], batch_size):
@@ -526,12 +528,11 @@ class BornMachine(abc.ABC):
         log_prob : torch.Tensor
             ``(num_samples,)`` their exact log-probabilities.
         """
-        if int(num_samples) < 1:
-            raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
-        n = int(num_samples)
+        n = check_integer(num_samples, "num_samples", 1)
+        gen = self._generator(seed, generator)
         x = torch.zeros((n, self.num_variables), dtype=torch.int64, device=self.device)
         mask = torch.zeros_like(x, dtype=torch.bool)
-        return self._sample_free(x, mask, self._generator(seed, generator))
+        return self._sample_free(x, mask, gen)
 
     def sample_conditional(
         self,
@@ -565,26 +566,33 @@ class BornMachine(abc.ABC):
         log_prob : torch.Tensor
             ``(batch, num_samples)`` exact ``log P(unknown | known)``.
         """
-        if int(num_samples) < 1:
-            raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
+        k = check_integer(num_samples, "num_samples", 1)
         xt = self.as_configurations(x)
         m = self.as_mask(mask, xt.shape[0])
-        k = int(num_samples)
         xr = xt.repeat_interleave(k, dim=0)
         mr = m.repeat_interleave(k, dim=0)
         xr = torch.where(mr, xr, torch.zeros_like(xr))
-        samples, logp = self._sample_free(xr, mr, self._generator(seed, generator))
+        gen = self._generator(seed, generator)
+        samples, logp = self._sample_free(xr, mr, gen)
         b = xt.shape[0]
         return samples.reshape(b, k, -1), logp.reshape(b, k)
 
     def _generator(self, seed: int | None, generator: torch.Generator | None) -> torch.Generator:
         if generator is not None:
+            if not isinstance(generator, torch.Generator):
+                raise ConfigError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+            if generator.device.type != self.device.type:
+                raise DeviceError(
+                    f"generator is on {generator.device} but the model is on {self.device}; "
+                    "create it with torch.Generator(device=model.device)"
+                )
             return generator
+        seed = check_seed(seed)
         gen = torch.Generator(device=self.device)
         if seed is None:
             gen.seed()
         else:
-            gen.manual_seed(int(seed))
+            gen.manual_seed(seed)
         return gen
 
     def sampling_order(self) -> list[int]:
@@ -754,18 +762,23 @@ class BornMachine(abc.ABC):
         tensor = qtn.Tensor(data, inds=block.inds)
         # quimb performs the SVD; truncation is done below so that min_bond and
         # the largest discarded value are available (absorb/cutoff_mode explicit).
-        left, s, right = qtn.tensor_split(
-            tensor,
-            block.left_inds,
-            method=method,
-            absorb=None,
-            max_bond=None,
-            cutoff=0.0,
-            cutoff_mode="rel",
-            renorm=False,
-            get="tensors",
-            bond_ind=block.bond,
-        )
+        try:
+            left, s, right = qtn.tensor_split(
+                tensor,
+                block.left_inds,
+                method=method,
+                absorb=None,
+                max_bond=None,
+                cutoff=0.0,
+                cutoff_mode="rel",
+                renorm=False,
+                get="tensors",
+                bond_ind=block.bond,
+            )
+        except torch.linalg.LinAlgError as exc:
+            raise NumericalError(
+                f"the SVD ({method!r}) of the merged block of nodes {block.nodes} did not converge: {exc}"
+            ) from exc
         sv = s.data.real if s.data.is_complex() else s.data
         keep, info = truncation_rank(sv, cutoff, max_bond, min_bond)
         ldata = left.data.narrow(left.inds.index(block.bond), 0, keep)
@@ -780,11 +793,35 @@ class BornMachine(abc.ABC):
             shape = [1] * ldata.ndim
             shape[left.inds.index(block.bond)] = keep
             ldata = ldata * kept.reshape(shape).to(ldata.dtype)
+        check_split_finite(ldata, rdata, block.nodes)
         self.node_tensor(u).modify(data=ldata.contiguous(), inds=left.inds)
         self.node_tensor(v).modify(data=rdata.contiguous(), inds=right.inds)
         self._center = target
         info.singular_values = kept
         return info
+
+
+def check_split_finite(left: torch.Tensor, right: torch.Tensor, nodes: tuple) -> None:
+    """Raise :class:`~tnborn.errors.NumericalError` unless both halves of a split are finite.
+
+    Called by every ``split`` before it writes the halves into the network, so
+    that a failed decomposition never leaves NaN or inf in a model.
+
+    Parameters
+    ----------
+    left, right : torch.Tensor
+        The two new node arrays.
+    nodes : tuple
+        The two nodes (for the message).
+
+    Returns
+    -------
+    None
+    """
+    if not bool(torch.isfinite(left).all() & torch.isfinite(right).all()):
+        raise NumericalError(
+            f"the SVD split of nodes {nodes} produced non-finite values; the network was not modified"
+        )
 
 
 def draw_categorical(

@@ -18,10 +18,11 @@ from typing import Any
 import quimb.tensor as qtn
 import torch
 
-from ..backend import make_generator, resolve_device, resolve_dtype
+from ..backend import check_integer, check_seed, make_generator, resolve_device, resolve_dtype
 from ..environments import Message, node_message
 from ..errors import ConfigError, NumericalError
-from ..interface import BornMachine, SplitInfo, TwoSiteBlock, draw_categorical, truncation_rank
+from ..interface import (BornMachine, SplitInfo, TwoSiteBlock, check_split_finite, draw_categorical,
+                         truncation_rank)
 from ..registry import register_geometry
 from . import _mps_kernels as kern
 
@@ -176,13 +177,10 @@ class MPSBornMachine(BornMachine):
         MPSBornMachine
             The machine, mixed-canonical around site ``N-1`` with ``Z = 1``.
         """
-        n = int(num_variables)
-        if n < 2:
-            raise ConfigError(f"num_variables must be >= 2, got {num_variables}")
-        if int(bond_dim) < 1:
-            raise ConfigError(f"bond_dim must be >= 1, got {bond_dim}")
-        if int(phys_dim) < 2:
-            raise ConfigError(f"phys_dim must be >= 2, got {phys_dim}")
+        n = check_integer(num_variables, "num_variables", 2)
+        bond_dim = check_integer(bond_dim, "bond_dim", 1)
+        phys_dim = check_integer(phys_dim, "phys_dim", 2)
+        check_seed(seed)
         dt = resolve_dtype(dtype)
         dev = resolve_device(device)
         arrays = random_mps_arrays(n, int(bond_dim), int(phys_dim), seed, dt)
@@ -340,6 +338,18 @@ class MPSBornMachine(BornMachine):
             return
         cur = "calc" if self._center is None else self._center
         self._mps.canonize(node, cur_orthog=cur)
+        # quimb may leave transposed (non-contiguous) arrays: restore the contiguous
+        # (left, phys, right) layout, so that results do not depend on how a state was reached
+        # (a checkpoint reloads contiguous arrays, and must compute bit-identically)
+        n = len(self._tensors)
+        lo, hi = (0, n - 1) if self._center is None else (min(self._center, node), max(self._center, node))
+        for k in range(lo, hi + 1):
+            t = self._tensors[k]
+            lpr = tuple(ix for ix in (self._bonds[k - 1] if k > 0 else None, self._phys[k],
+                                      self._bonds[k] if k < n - 1 else None) if ix is not None)
+            if tuple(t.inds) != lpr or not t.data.is_contiguous():
+                t.transpose_(*lpr)
+                t.modify(data=t.data.contiguous())
         self._center = node
 
     def normalize(self) -> None:
@@ -448,8 +458,13 @@ class MPSBornMachine(BornMachine):
         d = self.phys_dim
         dl = data.shape[0] if names[0] is not None else 1
         dr = data.shape[-1] if names[3] is not None else 1
-        left, s, right = array_split(data.reshape(dl * d, d * dr), method=method, absorb=None,
-                                     max_bond=None, cutoff=0.0, cutoff_mode="rel", renorm=False)
+        try:
+            left, s, right = array_split(data.reshape(dl * d, d * dr), method=method, absorb=None,
+                                         max_bond=None, cutoff=0.0, cutoff_mode="rel", renorm=False)
+        except torch.linalg.LinAlgError as exc:
+            raise NumericalError(
+                f"the SVD ({method!r}) of the merged block of sites {block.nodes} did not converge: {exc}"
+            ) from exc
         sv = s.real if s.is_complex() else s
         keep, info = truncation_rank(sv, cutoff, max_bond, min_bond)
         kept = sv[:keep]
@@ -462,6 +477,7 @@ class MPSBornMachine(BornMachine):
         bond = self._bonds[k]
         lshape = ([dl] if names[0] is not None else []) + [d, keep]
         rshape = [keep, d] + ([dr] if names[3] is not None else [])
+        check_split_finite(left, right, block.nodes)
         self._tensors[k].modify(data=left.reshape(lshape).contiguous(),
                                 inds=tuple(ix for ix in (names[0], names[1], bond) if ix is not None))
         self._tensors[k + 1].modify(data=right.reshape(rshape).contiguous(),

@@ -46,7 +46,7 @@ from typing import Any
 import quimb.tensor as qtn
 import torch
 
-from ..backend import make_generator, resolve_device, resolve_dtype
+from ..backend import check_integer, check_seed, make_generator, resolve_device, resolve_dtype
 from ..errors import ConfigError, NumericalError
 from ..interface import BornMachine, SplitInfo, TwoSiteBlock, draw_categorical
 from ..registry import register_geometry
@@ -512,10 +512,9 @@ class TreeBornMachine(BornMachine):
         TreeBornMachine
             The machine with ``Z = 1`` and the root as centre.
         """
-        if not isinstance(bond_dim, int) or bond_dim < 1:
-            raise ConfigError(f"bond_dim must be an integer >= 1, got {bond_dim!r}")
-        if not isinstance(phys_dim, int) or phys_dim < 2:
-            raise ConfigError(f"phys_dim must be an integer >= 2, got {phys_dim!r}")
+        bond_dim = check_integer(bond_dim, "bond_dim", 1)
+        phys_dim = check_integer(phys_dim, "phys_dim", 2)
+        check_seed(seed)
         struct = tree_structure(num_variables, layout, image_shape)
         dt = resolve_dtype(dtype)
         dev = resolve_device(device)

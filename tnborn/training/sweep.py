@@ -18,8 +18,11 @@ the merge/split and the graph; the environments are the generic messages of
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -28,11 +31,16 @@ import torch
 
 from ..backend import to_numpy
 from ..environments import EnvironmentCache
-from ..errors import ConfigError, DataError, NumericalError
+from ..errors import ConfigError, DataError, NumericalError, PrecisionWarning
 from ..interface import BornMachine, TwoSiteBlock
 from .callbacks import Callback, ProgressBar
 
 __all__ = ["SweepSettings", "SweepTrainer", "block_gradient_steps"]
+
+logger = logging.getLogger("tnborn")
+
+#: Learning-rate halvings tried when a two-site update meets a non-finite value or psi = 0.
+MAX_LR_HALVINGS = 3
 
 
 @dataclass
@@ -81,21 +89,21 @@ class SweepSettings:
         SweepSettings
             ``self``.
         """
-        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+        if not (_is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive finite number, got {self.lr!r}")
-        if not (isinstance(self.descent_steps, int) and self.descent_steps >= 1):
+        if not (_is_int(self.descent_steps) and self.descent_steps >= 1):
             raise ConfigError(f"descent_steps must be an integer >= 1, got {self.descent_steps!r}")
-        if not (isinstance(self.cutoff, (int, float)) and 0.0 <= self.cutoff < 1.0):
+        if not (_is_number(self.cutoff) and 0.0 <= self.cutoff < 1.0):
             raise ConfigError(f"cutoff must be in [0, 1), got {self.cutoff!r}")
-        if not (isinstance(self.min_bond, int) and self.min_bond >= 1):
+        if not (_is_int(self.min_bond) and self.min_bond >= 1):
             raise ConfigError(f"min_bond must be an integer >= 1, got {self.min_bond!r}")
         if self.max_bond is not None:
-            if not (isinstance(self.max_bond, int) and self.max_bond >= 1):
+            if not (_is_int(self.max_bond) and self.max_bond >= 1):
                 raise ConfigError(f"max_bond must be an integer >= 1 or None, got {self.max_bond!r}")
             if self.max_bond < self.min_bond:
                 raise ConfigError(f"max_bond ({self.max_bond}) must be >= min_bond ({self.min_bond})")
         if self.batch_size is not None:
-            if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            if not (_is_int(self.batch_size) and self.batch_size >= 1):
                 raise ConfigError(f"batch_size must be an integer >= 1 or None, got {self.batch_size!r}")
             if num_samples is not None and self.batch_size > num_samples:
                 raise ConfigError(
@@ -103,7 +111,7 @@ class SweepSettings:
                 )
         if self.svd_method not in ("svd", "svd:eig"):
             raise ConfigError(f"svd_method must be 'svd' or 'svd:eig', got {self.svd_method!r}")
-        if not isinstance(self.seed, int):
+        if not (_is_int(self.seed) and self.seed >= 0):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         return self
 
@@ -111,6 +119,35 @@ class SweepSettings:
     def keys(cls) -> list[str]:
         """Names of all settings."""
         return [f.name for f in fields(cls)]
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` reports an exhausted device or host memory."""
+    return isinstance(exc, getattr(torch, "OutOfMemoryError", ())) or (
+        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+
+
+class _UpdateFailed(Exception):
+    """Internal: one attempt of a two-site update failed in ``phase`` ("gradient" or "svd")."""
+
+    def __init__(self, phase: str, cause: BaseException):
+        super().__init__(f"{phase}: {cause}")
+        self.phase, self.cause = phase, cause
+
+
+def _fingerprint(x: torch.Tensor) -> str:
+    """SHA-1 of the shape and values of the training data (to recognise the same data set)."""
+    h = hashlib.sha1(repr(tuple(x.shape)).encode())
+    h.update(to_numpy(x).tobytes())
+    return h.hexdigest()
 
 
 def _design(block: TwoSiteBlock, envs: dict, x: torch.Tensor, rows: torch.Tensor | None, phys_dim: int):
@@ -257,6 +294,10 @@ class SweepTrainer:
         progress: bool | None = None,
         **overrides: Any,
     ):
+        if not isinstance(model, BornMachine):
+            raise ConfigError(f"model must be a tnborn BornMachine, got {type(model).__name__}")
+        if settings is not None and not isinstance(settings, SweepSettings):
+            raise ConfigError(f"settings must be a SweepSettings, got {type(settings).__name__}")
         if not getattr(model, "is_tree", False):
             raise ConfigError(
                 f"geometry {model.geometry!r} is not a tree: the two-site sweep needs an exact "
@@ -282,6 +323,11 @@ class SweepTrainer:
         self._pointer = 0
         self._cache: EnvironmentCache | None = None
         self._data_key: Any = None
+        self._data_fingerprint: str | None = None
+        #: Number of two-site updates retried with a fallback (other SVD, float64 SVD, lr / 2).
+        self.fallbacks = 0
+        self._precision_warned: Any = None
+        self._warn_precision()
 
     # ----------------------------------------------------------------- batches
     def _next_rows(self, n: int, count: int) -> torch.Tensor:
@@ -300,7 +346,18 @@ class SweepTrainer:
 
     # ----------------------------------------------------------------- one step
     def update_bond(self, cache: EnvironmentCache, source: Any, target: Any) -> dict[str, Any]:
-        """Merge, descend, split and refresh environments on one bond.
+        """Merge, descend, split and refresh environments on one bond, transactionally.
+
+        If an attempt fails, the two nodes' tensors (all tensors if the centre
+        had to be moved first), the centre, the batch stream and the
+        generator are restored exactly, and the update is retried with a
+        fallback: an SVD that does not converge (or gives non-finite values)
+        is retried with the other ``svd_method``, then, for float32/complex64
+        models, with a float64 (complex128) SVD whose halves are cast back;
+        a non-finite value or ``psi(x) = 0`` in the gradient steps is retried
+        with the learning rate halved, up to :data:`MAX_LR_HALVINGS` times.
+        Each fallback is logged at WARNING on the ``tnborn`` logger and
+        counted in :attr:`fallbacks`. Out-of-memory errors are not retried.
 
         Parameters
         ----------
@@ -312,8 +369,56 @@ class SweepTrainer:
         Returns
         -------
         dict
-            ``bond_dim``, ``max_discarded``, ``discarded_weight`` of the split.
+            ``bond_dim``, ``max_discarded``, ``discarded_weight`` of the split
+            and ``fallbacks`` (retries this update needed).
+
+        Raises
+        ------
+        NumericalError
+            When every fallback failed; the model and the trainer are then
+            exactly as before the call.
         """
+        model, s = self.model, self.settings
+        snapshot = self._snapshot(source, target)
+        lr, halvings, fallbacks = s.lr, 0, 0
+        other = "svd:eig" if s.svd_method == "svd" else "svd"
+        plans = [(s.svd_method, None), (other, None)]
+        wide = {torch.float32: torch.float64, torch.complex64: torch.complex128}.get(model.dtype)
+        if wide is not None:
+            plans.append((s.svd_method, wide))
+        plan = 0
+        while True:
+            try:
+                info = self._update_bond_once(cache, source, target, lr, *plans[plan])
+            except _UpdateFailed as fail:
+                self._restore(snapshot, cache, source, target)
+                if fail.phase == "svd" and plan + 1 < len(plans):
+                    plan += 1
+                    method, dtype = plans[plan]
+                    action = f"retrying with svd_method={method!r}" + (f" in {dtype}" if dtype else "")
+                elif fail.phase == "gradient" and halvings < MAX_LR_HALVINGS:
+                    halvings += 1
+                    lr = lr / 2
+                    action = f"retrying with lr halved to {lr:g}"
+                else:
+                    tried = (f"tried svd_method {[p[0] for p in plans]} (last in {plans[-1][1] or model.dtype})"
+                             if fail.phase == "svd" else f"lr halved {halvings} times to {lr:g}")
+                    raise NumericalError(
+                        f"the two-site update of bond ({source!r}, {target!r}) failed: {fail.cause} "
+                        f"({tried}); the model and the trainer are unchanged by this update"
+                    ) from fail.cause
+                fallbacks += 1
+                logger.warning("bond (%r, %r): %s; %s", source, target, fail.cause, action)
+                continue
+            except BaseException:
+                self._restore(snapshot, cache, source, target)
+                raise
+            self.fallbacks += fallbacks
+            info["fallbacks"] = fallbacks
+            return info
+
+    def _update_bond_once(self, cache, source, target, lr, method, split_dtype) -> dict[str, Any]:
+        """One attempt of :meth:`update_bond`; a failure is raised as ``_UpdateFailed``."""
         model, s = self.model, self.settings
         if model.center not in (source, target):
             model.move_center(source)
@@ -335,16 +440,69 @@ class SweepTrainer:
         shape = data.shape
         matrix = data.reshape(feats.shape[1], -1)
         matrix = matrix / torch.linalg.vector_norm(matrix)
-        matrix = block_gradient_steps(matrix, feats, last, batches, s.lr)
+        try:
+            matrix = block_gradient_steps(matrix, feats, last, batches, lr)
+        except NumericalError as exc:
+            raise _UpdateFailed("gradient", exc) from exc
         new = matrix.reshape(shape).permute(*[perm.index(i) for i in range(len(perm))])
-        info = model.split(
-            block, new, target=target, cutoff=s.cutoff, max_bond=s.max_bond,
-            min_bond=s.min_bond, method=s.svd_method,
-        )
+        dtype = model.dtype
+        try:
+            info = model.split(
+                block, new if split_dtype is None else new.to(split_dtype), target=target, cutoff=s.cutoff,
+                max_bond=s.max_bond, min_bond=s.min_bond, method=method,
+            )
+        except (NumericalError, RuntimeError) as exc:
+            if _is_oom(exc):
+                raise
+            raise _UpdateFailed("svd", exc) from exc
+        if split_dtype is not None:  # cast the two halves back to the model's dtype
+            for node in (source, target):
+                t = model.node_tensor(node)
+                t.modify(data=t.data.to(dtype))
         cache.invalidate(source)
         cache.invalidate(target)
         return {"bond": (source, target), "bond_dim": info.bond_dim,
                 "max_discarded": info.max_discarded, "discarded_weight": info.discarded_weight}
+
+    def _snapshot(self, source: Any, target: Any) -> dict[str, Any]:
+        """What :meth:`_restore` needs to undo one update (tensors are replaced, never mutated)."""
+        model = self.model
+        nodes = (source, target) if model.center in (source, target) else model.nodes()
+        return {
+            "tensors": [(n, model.node_tensor(n).data, tuple(model.node_tensor(n).inds)) for n in nodes],
+            "center": model.center,
+            "all": len(nodes) > 2,
+            "perm": self._perm,
+            "pointer": self._pointer,
+            "generator": self._generator.get_state(),
+        }
+
+    def _restore(self, snap: dict[str, Any], cache: EnvironmentCache, source: Any, target: Any) -> None:
+        """Put the model and the batch stream back as they were before the update."""
+        model = self.model
+        for node, data, inds in snap["tensors"]:
+            model.node_tensor(node).modify(data=data, inds=inds)
+        model._center = snap["center"]
+        self._perm, self._pointer = snap["perm"], snap["pointer"]
+        self._generator.set_state(snap["generator"])
+        if snap["all"]:
+            cache.clear()
+        else:
+            cache.invalidate(source)
+            cache.invalidate(target)
+
+    def _warn_precision(self) -> None:
+        """Warn (once per cutoff and dtype) when the cutoff is below what the dtype resolves."""
+        dtype, cutoff = self.model.dtype, self.settings.cutoff
+        floor = 10 * torch.finfo(dtype).eps
+        if 0 < cutoff < floor and self._precision_warned != (cutoff, dtype):
+            self._precision_warned = (cutoff, dtype)
+            warnings.warn(
+                f"cutoff={cutoff:g} is below what {str(dtype).replace('torch.', '')} resolves: singular values "
+                f"below ~{floor:.2g} * s_0 are rounding noise, so the truncation keeps noise directions; "
+                f"use cutoff >= {floor:.2g} or a float64 model",
+                PrecisionWarning, stacklevel=3,
+            )
 
     # ----------------------------------------------------------------- fit
     def _train_nll(self, cache: EnvironmentCache) -> float:
@@ -386,7 +544,7 @@ class SweepTrainer:
         model = self.model
         x = model.as_configurations(data, name="training data")
         test = model.as_configurations(test_data, name="test data") if test_data is not None else None
-        if not (isinstance(loops, int) and loops >= 0):
+        if not (_is_int(loops) and loops >= 0):
             raise ConfigError(f"loops must be a non-negative integer, got {loops!r}")
         if overrides:
             unknown = set(overrides) - set(SweepSettings.keys())
@@ -398,14 +556,26 @@ class SweepTrainer:
                 self._perm, self._pointer = None, 0
             self.settings = new
         self.settings.validate(x.shape[0])
+        self._warn_precision()
         schedule = model.sweep_schedule()
+        # continue the schedule where the run stopped (a resumed or early-stopped run may
+        # end in the middle of a loop), so that a resumed run is the same run
+        start = self.half_sweeps_done % len(schedule)
+        schedule = schedule[start:] + schedule[:start]
         if model.center is None:
             model.move_center(schedule[0][0][0])
         key = (x.data_ptr(), tuple(x.shape))
         if self._cache is None or self._data_key != key or not torch.equal(self._cache.x, x):
             self._cache = EnvironmentCache(model, x)
             self._data_key = key
-            self._perm, self._pointer = None, 0
+            # the batch stream goes on for the same data (also after load_state_dict) and
+            # restarts for other data
+            fingerprint = _fingerprint(x)
+            same = fingerprint == self._data_fingerprint or (
+                self._data_fingerprint is None and self._perm is not None and self._perm.shape[0] == x.shape[0])
+            if not same:
+                self._perm, self._pointer = None, 0
+            self._data_fingerprint = fingerprint
         cache = self._cache
         cache.clear()  # tensors may have changed outside the trainer
         total = loops * sum(len(h) for h in schedule)
@@ -427,11 +597,12 @@ class SweepTrainer:
 
     def _half_sweep(self, cache, half, per_loop, test) -> dict[str, Any]:
         t0 = time.perf_counter()
-        max_disc = 0.0
+        max_disc, fallbacks = 0.0, 0
         loop = (self.half_sweeps_done + 1) / per_loop
         for i, (source, target) in enumerate(half):
             info = self.update_bond(cache, source, target)
             max_disc = max(max_disc, info["max_discarded"])
+            fallbacks += info["fallbacks"]
             info.update(loop=loop, step_in_half_sweep=i)
             for cb in self.callbacks:
                 cb.on_step_end(self, info)
@@ -446,6 +617,7 @@ class SweepTrainer:
             "max_bond": max(dims) if dims else 1,
             "bond_dims": dims,
             "max_discarded": max_disc,
+            "fallbacks": fallbacks,
             "seconds": seconds,
             "settings": asdict(self.settings),
         }
@@ -464,6 +636,8 @@ class SweepTrainer:
             "perm": None if self._perm is None else to_numpy(self._perm).tolist(),
             "generator_state": to_numpy(self._generator.get_state()).tolist(),
             "history": self.history,
+            "fallbacks": self.fallbacks,
+            "data_fingerprint": self._data_fingerprint,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -474,16 +648,23 @@ class SweepTrainer:
         state : dict
             A trainer state.
         """
-        try:
-            self.settings = SweepSettings(**state["settings"]).validate()
-            self.half_sweeps_done = int(state["half_sweeps_done"])
-            self._pointer = int(state["pointer"])
+        try:  # parse everything first: a bad state leaves the trainer as it was
+            settings = SweepSettings(**state["settings"]).validate()
+            half_sweeps_done = int(state["half_sweeps_done"])
+            pointer = int(state["pointer"])
             perm = state.get("perm")
-            self._perm = None if perm is None else torch.as_tensor(perm, dtype=torch.int64)
-            self._generator.set_state(torch.as_tensor(state["generator_state"], dtype=torch.uint8))
-            self.history = list(state.get("history", []))
+            perm = None if perm is None else torch.as_tensor(perm, dtype=torch.int64)
+            generator = torch.Generator(device="cpu")
+            generator.set_state(torch.as_tensor(state["generator_state"], dtype=torch.uint8))
+            history = list(state.get("history", []))
+            fallbacks = int(state.get("fallbacks", 0))
+            fingerprint = state.get("data_fingerprint")
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise DataError(f"invalid trainer state: {exc}") from exc
+        self.settings, self.half_sweeps_done, self._pointer, self._perm = settings, half_sweeps_done, pointer, perm
+        self._generator.set_state(generator.get_state())
+        self.history, self.fallbacks, self._data_fingerprint = history, fallbacks, fingerprint
+        self._warn_precision()
 
     def save_checkpoint(self, path: Any) -> Any:
         """Save model and trainer state atomically (see :func:`tnborn.checkpoint.save`).
