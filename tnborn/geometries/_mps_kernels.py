@@ -166,9 +166,12 @@ def log_amplitude_chain(sites: list[torch.Tensor], x: torch.Tensor) -> tuple[tor
     scales = torch.empty((n - 1, b), dtype=real, device=dev)
     m = sites[0][0].index_select(0, x.gather(0, perm[:, :1]).squeeze(1))  # rows in order 0
     for k in range(1, n):
-        # a zero row divides 0 by 0: its NaNs stay in that row and mark it dead
-        sc = torch.amax(m.abs(), dim=1, out=scales[k - 1])
-        ms = (m / sc.unsqueeze(1)).index_select(0, gather[k - 1])
+        # rows are rescaled by their 2-norm (cheaper than the max-abs; any scale works here);
+        # a zero row gets 0 * inf = NaN, which stays in that row and marks it dead
+        sc = torch.linalg.vector_norm(m, dim=1, out=scales[k - 1])
+        g = gather[k - 1]
+        ms = m.index_select(0, g)
+        ms.mul_(sc.reciprocal().index_select(0, g).unsqueeze(1))
         a = sites[k]
         y = torch.empty((b, a.shape[2]), dtype=ms.dtype, device=dev)
         start = 0

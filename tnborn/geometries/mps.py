@@ -252,7 +252,19 @@ class MPSBornMachine(BornMachine):
     def neighbours(self, node: int) -> tuple[int, ...]:
         """Adjacent sites."""
         n = len(self._tensors)
+        if 0 < node < n - 1:
+            return (node - 1, node + 1)
         return tuple(k for k in (node - 1, node + 1) if 0 <= k < n)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the tensors."""
+        return self._tensors[0].data.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the tensors."""
+        return self._tensors[0].data.device
 
     def node_tensor(self, node: int) -> qtn.Tensor:
         """The quimb tensor of site ``node``."""
