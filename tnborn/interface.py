@@ -52,6 +52,7 @@ __all__ = [
     "check_split_finite",
 ]
 
+#: Type of a node key: any hashable (an int site for the MPS, a tuple for trees and grids).
 Node = Hashable
 _BATCH = "__batch__"
 
@@ -117,6 +118,11 @@ class BornMachine(abc.ABC):
 
     Subclasses register themselves with :func:`tnborn.registry.register_geometry`
     and implement the structural methods listed in the module docstring.
+
+    Parameters
+    ----------
+    phys_dim : int, optional
+        Dimension of every physical index (2 for binary variables).
     """
 
     #: Registry name of the geometry (``"mps"``, ``"tree"`` ...).
@@ -144,38 +150,118 @@ class BornMachine(abc.ABC):
 
     @abc.abstractmethod
     def nodes(self) -> tuple[Node, ...]:
-        """All node keys, in a fixed order (used for checkpoints)."""
+        """All node keys, in a fixed order (used for checkpoints).
+
+        Returns
+        -------
+        tuple of hashable
+            The node keys.
+        """
 
     @abc.abstractmethod
     def neighbours(self, node: Node) -> tuple[Node, ...]:
-        """Nodes joined to ``node`` by a virtual bond."""
+        """Nodes joined to ``node`` by a virtual bond.
+
+        Parameters
+        ----------
+        node : hashable
+            A node key.
+
+        Returns
+        -------
+        tuple of hashable
+            Its neighbours.
+        """
 
     @abc.abstractmethod
     def node_tensor(self, node: Node) -> qtn.Tensor:
-        """The quimb tensor of ``node`` (the live one, not a copy)."""
+        """The quimb tensor of ``node`` (the live one, not a copy).
+
+        Parameters
+        ----------
+        node : hashable
+            A node key.
+
+        Returns
+        -------
+        quimb.tensor.Tensor
+            The tensor held by the network.
+        """
 
     @abc.abstractmethod
     def bond_index(self, u: Node, v: Node) -> str:
-        """Name of the virtual index joining neighbours ``u`` and ``v``."""
+        """Name of the virtual index joining neighbours ``u`` and ``v``.
+
+        Parameters
+        ----------
+        u, v : hashable
+            Two neighbouring nodes (in either order).
+
+        Returns
+        -------
+        str
+            The index name.
+        """
 
     @abc.abstractmethod
     def variable_index(self, var: int) -> str:
-        """Name of the physical index of variable ``var``."""
+        """Name of the physical index of variable ``var``.
+
+        Parameters
+        ----------
+        var : int
+            Variable number, ``0 <= var < num_variables``.
+
+        Returns
+        -------
+        str
+            The index name.
+        """
 
     @abc.abstractmethod
     def variable_node(self, var: int) -> Node:
-        """The node carrying the physical index of variable ``var``."""
+        """The node carrying the physical index of variable ``var``.
+
+        Parameters
+        ----------
+        var : int
+            Variable number, ``0 <= var < num_variables``.
+
+        Returns
+        -------
+        hashable
+            The node key.
+        """
 
     @abc.abstractmethod
     def config(self) -> dict[str, Any]:
-        """JSON-serialisable construction parameters (for checkpoints)."""
+        """JSON-serialisable construction parameters (for checkpoints).
+
+        Returns
+        -------
+        dict
+            What :meth:`from_arrays` needs besides the arrays.
+        """
 
     @classmethod
     @abc.abstractmethod
     def from_arrays(
         cls, arrays: Sequence[torch.Tensor], config: dict[str, Any]
     ) -> "BornMachine":
-        """Rebuild a machine from its node arrays (in :meth:`nodes` order) and config."""
+        """Rebuild a machine from its node arrays (in :meth:`nodes` order) and config.
+
+        Parameters
+        ----------
+        arrays : sequence of torch.Tensor
+            One array per node, in :meth:`nodes` order.
+        config : dict
+            The output of :meth:`config`.
+
+        Returns
+        -------
+        BornMachine
+            The machine (centre unknown until the caller sets it).
+        """
 
     def sweep_schedule(self) -> list[list[tuple[Node, Node]]]:
         """The two-site sweep of this geometry, as half-sweeps of steps.
@@ -214,7 +300,18 @@ class BornMachine(abc.ABC):
         return self._center
 
     def node_variables(self, node: Node) -> tuple[int, ...]:
-        """Variables whose physical index sits on ``node``."""
+        """Variables whose physical index sits on ``node``.
+
+        Parameters
+        ----------
+        node : hashable
+            A node key.
+
+        Returns
+        -------
+        tuple of int
+            The variables, ascending (empty for a node without physical index).
+        """
         cache = getattr(self, "_node_vars_cache", None)
         if cache is None:
             cache = {}
@@ -225,7 +322,13 @@ class BornMachine(abc.ABC):
         return cache.get(node, ())
 
     def edges(self) -> list[tuple[Node, Node]]:
-        """All virtual bonds ``(u, v)`` once each, in node order."""
+        """All virtual bonds ``(u, v)`` once each, in node order.
+
+        Returns
+        -------
+        list of (hashable, hashable)
+            The edges, ``u`` before ``v`` in :meth:`nodes` order.
+        """
         order = {n: i for i, n in enumerate(self.nodes())}
         out = []
         for u in self.nodes():
@@ -235,7 +338,13 @@ class BornMachine(abc.ABC):
         return out
 
     def bond_dims(self) -> list[int]:
-        """Bond dimension of every edge, in :meth:`edges` order."""
+        """Bond dimension of every edge, in :meth:`edges` order.
+
+        Returns
+        -------
+        list of int
+            The bond dimensions.
+        """
         dims = []
         for u, v in self.edges():
             t = self.node_tensor(u)
@@ -249,7 +358,13 @@ class BornMachine(abc.ABC):
         return max(dims) if dims else 1
 
     def num_parameters(self) -> int:
-        """Total number of scalar entries in all tensors."""
+        """Total number of scalar entries in all tensors.
+
+        Returns
+        -------
+        int
+            The parameter count (a complex entry counts once).
+        """
         return int(sum(self.node_tensor(n).data.numel() for n in self.nodes()))
 
     @property
@@ -263,7 +378,13 @@ class BornMachine(abc.ABC):
         return self.node_tensor(self.nodes()[0]).data.device
 
     def arrays(self) -> list[torch.Tensor]:
-        """The node arrays in :meth:`nodes` order (live references)."""
+        """The node arrays in :meth:`nodes` order (live references).
+
+        Returns
+        -------
+        list of torch.Tensor
+            One array per node.
+        """
         return [self.node_tensor(n).data for n in self.nodes()]
 
     def to(
@@ -293,7 +414,13 @@ class BornMachine(abc.ABC):
         return self
 
     def copy(self) -> "BornMachine":
-        """Return an independent copy (tensors cloned)."""
+        """Return an independent copy (tensors cloned).
+
+        Returns
+        -------
+        BornMachine
+            A machine of the same class, with the same centre.
+        """
         new = type(self).from_arrays([a.clone() for a in self.arrays()], self.config())
         new._center = self._center
         return new
@@ -596,7 +723,13 @@ class BornMachine(abc.ABC):
         return gen
 
     def sampling_order(self) -> list[int]:
-        """Order in which the generic sampler fixes the variables."""
+        """Order in which the generic sampler fixes the variables.
+
+        Returns
+        -------
+        list of int
+            A permutation of ``range(num_variables)``.
+        """
         return list(range(self.num_variables))
 
     def _sample_free(
