@@ -192,6 +192,11 @@ class MPSBornMachine(BornMachine):
         ``layout[k]`` spells the index order of site ``k``'s live array with
         ``l`` (left bond), ``p`` (physical), ``r`` (right bond): quimb and the
         SVD split reorder indices, so :meth:`from_arrays` needs it.
+
+        Returns
+        -------
+        dict
+            ``num_variables``, ``phys_dim`` and ``layout``.
         """
         names = {}
         for k, b in enumerate(self._bonds):
@@ -246,11 +251,28 @@ class MPSBornMachine(BornMachine):
         return len(self._tensors)
 
     def nodes(self) -> tuple[int, ...]:
-        """Site numbers ``0 .. N-1``."""
+        """Site numbers ``0 .. N-1``.
+
+        Returns
+        -------
+        tuple of int
+            The sites.
+        """
         return tuple(range(len(self._tensors)))
 
     def neighbours(self, node: int) -> tuple[int, ...]:
-        """Adjacent sites."""
+        """Adjacent sites.
+
+        Parameters
+        ----------
+        node : int
+            A site number.
+
+        Returns
+        -------
+        tuple of int
+            The one or two sites next to ``node``.
+        """
         n = len(self._tensors)
         if 0 < node < n - 1:
             return (node - 1, node + 1)
@@ -267,33 +289,100 @@ class MPSBornMachine(BornMachine):
         return self._tensors[0].data.device
 
     def node_tensor(self, node: int) -> qtn.Tensor:
-        """The quimb tensor of site ``node``."""
+        """The quimb tensor of site ``node``.
+
+        Parameters
+        ----------
+        node : int
+            A site number.
+
+        Returns
+        -------
+        quimb.tensor.Tensor
+            The live tensor (not a copy).
+        """
         return self._tensors[node]
 
     def bond_index(self, u: int, v: int) -> str:
-        """Name of the bond between adjacent sites."""
+        """Name of the bond between adjacent sites.
+
+        Parameters
+        ----------
+        u, v : int
+            Two adjacent sites, in either order.
+
+        Returns
+        -------
+        str
+            The index name.
+        """
         if abs(u - v) != 1:
             raise ConfigError(f"sites {u} and {v} are not neighbours")
         return self._bonds[min(u, v)]
 
     def variable_index(self, var: int) -> str:
-        """Physical index of variable ``var`` (``'k{var}'``)."""
+        """Physical index of variable ``var`` (``'k{var}'``).
+
+        Parameters
+        ----------
+        var : int
+            Variable number, ``0 <= var < num_variables``.
+
+        Returns
+        -------
+        str
+            The index name.
+        """
         return self._phys[var]
 
     def variable_node(self, var: int) -> int:
-        """Site of variable ``var``."""
+        """Site of variable ``var``.
+
+        Parameters
+        ----------
+        var : int
+            Variable number, ``0 <= var < num_variables``.
+
+        Returns
+        -------
+        int
+            The site (equal to ``var``).
+        """
         return var
 
     def node_variables(self, node: int) -> tuple[int, ...]:
-        """Variables on site ``node``: just ``(node,)``."""
+        """Variables on site ``node``: just ``(node,)``.
+
+        Parameters
+        ----------
+        node : int
+            A site number.
+
+        Returns
+        -------
+        tuple of int
+            ``(node,)``.
+        """
         return (node,)
 
     def edges(self) -> list[tuple[int, int]]:
-        """Bonds ``(k, k+1)``."""
+        """Bonds ``(k, k+1)``.
+
+        Returns
+        -------
+        list of (int, int)
+            The ``N - 1`` bonds, left to right.
+        """
         return [(k, k + 1) for k in range(len(self._tensors) - 1)]
 
     def bond_dims(self) -> list[int]:
-        """Dimension of every bond, left to right."""
+        """Dimension of every bond, left to right.
+
+        Returns
+        -------
+        list of int
+            ``N - 1`` bond dimensions.
+        """
         return [int(self._tensors[k].ind_size(b)) for k, b in enumerate(self._bonds)]
 
     def _site(self, k: int) -> torch.Tensor:
@@ -304,7 +393,13 @@ class MPSBornMachine(BornMachine):
                              self._bonds[k] if k < n - 1 else None)
 
     def site_arrays(self) -> list[torch.Tensor]:
-        """Site arrays reshaped to ``(D_l, d, D_r)`` (views of the live data)."""
+        """Site arrays reshaped to ``(D_l, d, D_r)`` (views of the live data).
+
+        Returns
+        -------
+        list of torch.Tensor
+            One 3-D array per site (end bonds of size 1).
+        """
         out = []
         n = len(self._tensors)
         for k, t in enumerate(self._tensors):
@@ -330,6 +425,11 @@ class MPSBornMachine(BornMachine):
         A leftward step on bond ``k`` is ``(k+1, k)`` (centre ends on ``k``), a
         rightward one ``(k, k+1)``: ``2(N-2)`` updates per loop, as in the paper.
         For ``N = 2`` the only bond is updated once per half-sweep.
+
+        Returns
+        -------
+        list of list of (int, int)
+            The two half-sweeps.
         """
         n = len(self._tensors)
         if n == 2:
@@ -546,7 +646,13 @@ class MPSBornMachine(BornMachine):
 
     # ----------------------------------------------------------- probabilities
     def log_norm(self) -> torch.Tensor:
-        """``log Z``: from the centre tensor when canonical, else by transfer matrices."""
+        """``log Z``: from the centre tensor when canonical, else by transfer matrices.
+
+        Returns
+        -------
+        torch.Tensor
+            A real 0-d tensor, ``log`` of the squared norm.
+        """
         if self._center is not None:
             c = self._tensors[self._center].data
             return 2.0 * torch.log(torch.linalg.vector_norm(c)).to(c.real.dtype)
