@@ -522,7 +522,13 @@ class TreeBornMachine(BornMachine):
         return cls([a.to(dev) for a in arrays], struct, center=struct.root)
 
     def config(self) -> dict[str, Any]:
-        """Construction parameters (for checkpoints): size, layout and image shape."""
+        """Construction parameters (for checkpoints): size, layout and image shape.
+
+        Returns
+        -------
+        dict
+            ``num_variables``, ``phys_dim``, ``layout`` and ``image_shape``.
+        """
         st = self._struct
         return {
             "num_variables": st.num_variables,
@@ -578,19 +584,58 @@ class TreeBornMachine(BornMachine):
         return self._struct.num_variables
 
     def nodes(self) -> tuple[int, ...]:
-        """Node numbers ``0 .. M-1`` (bottom level first, root last)."""
+        """Node numbers ``0 .. M-1`` (bottom level first, root last).
+
+        Returns
+        -------
+        tuple of int
+            The nodes.
+        """
         return tuple(range(self._struct.num_nodes))
 
     def neighbours(self, node: int) -> tuple[int, ...]:
-        """Children, then the parent."""
+        """Children, then the parent.
+
+        Parameters
+        ----------
+        node : int
+            A node number.
+
+        Returns
+        -------
+        tuple of int
+            The neighbours of ``node`` (no parent for the root).
+        """
         return _neighbours(self._struct, node)
 
     def node_tensor(self, node: int) -> qtn.Tensor:
-        """The quimb tensor of ``node``."""
+        """The quimb tensor of ``node``.
+
+        Parameters
+        ----------
+        node : int
+            A node number.
+
+        Returns
+        -------
+        quimb.tensor.Tensor
+            The live tensor (not a copy).
+        """
         return self._tensors[node]
 
     def bond_index(self, u: int, v: int) -> str:
-        """Name of the bond between neighbours: ``'b{child}'``."""
+        """Name of the bond between neighbours: ``'b{child}'``.
+
+        Parameters
+        ----------
+        u, v : int
+            A node and its parent, in either order.
+
+        Returns
+        -------
+        str
+            The index name.
+        """
         st = self._struct
         if 0 <= u < st.num_nodes and st.parent[u] == v:
             return f"b{u}"
@@ -599,23 +644,68 @@ class TreeBornMachine(BornMachine):
         raise ConfigError(f"nodes {u!r} and {v!r} are not neighbours in the tree")
 
     def variable_index(self, var: int) -> str:
-        """Physical index of variable ``var`` (``'k{var}'``)."""
+        """Physical index of variable ``var`` (``'k{var}'``).
+
+        Parameters
+        ----------
+        var : int
+            Variable number, ``0 <= var < num_variables``.
+
+        Returns
+        -------
+        str
+            The index name.
+        """
         return f"k{var}"
 
     def variable_node(self, var: int) -> int:
-        """Bottom node carrying variable ``var``."""
+        """Bottom node carrying variable ``var``.
+
+        Parameters
+        ----------
+        var : int
+            Variable number, ``0 <= var < num_variables``.
+
+        Returns
+        -------
+        int
+            The node number.
+        """
         return self._var_node[var]
 
     def node_variables(self, node: int) -> tuple[int, ...]:
-        """Variables on ``node`` (empty for internal nodes)."""
+        """Variables on ``node`` (empty for internal nodes).
+
+        Parameters
+        ----------
+        node : int
+            A node number.
+
+        Returns
+        -------
+        tuple of int
+            The variables, ascending.
+        """
         return self._struct.variables[node]
 
     def edges(self) -> list[tuple[int, int]]:
-        """Edges ``(child, parent)`` ordered by child."""
+        """Edges ``(child, parent)`` ordered by child.
+
+        Returns
+        -------
+        list of (int, int)
+            The ``M - 1`` edges.
+        """
         return [(c, self._struct.parent[c]) for c in range(self._struct.num_nodes - 1)]
 
     def bond_dims(self) -> list[int]:
-        """Dimension of every edge, in :meth:`edges` order."""
+        """Dimension of every edge, in :meth:`edges` order.
+
+        Returns
+        -------
+        list of int
+            The bond dimensions.
+        """
         return [int(self._tensors[c].ind_size(f"b{c}")) for c in range(self._struct.num_nodes - 1)]
 
     def _data(self, node: int) -> torch.Tensor:
@@ -733,7 +823,13 @@ class TreeBornMachine(BornMachine):
 
     # ----------------------------------------------------------- probabilities
     def log_norm(self) -> torch.Tensor:
-        """``log Z``: from the centre tensor when canonical, else by a leaves-to-root doubled pass."""
+        """``log Z``: from the centre tensor when canonical, else by a leaves-to-root doubled pass.
+
+        Returns
+        -------
+        torch.Tensor
+            A real 0-d tensor, ``log`` of the squared norm.
+        """
         if self._center is not None:
             c = self._data(self._center)
             return 2.0 * torch.log(torch.linalg.vector_norm(c)).to(c.real.dtype)
