@@ -118,7 +118,13 @@ class SweepSettings:
 
     @classmethod
     def keys(cls) -> list[str]:
-        """Names of all settings."""
+        """Names of all settings.
+
+        Returns
+        -------
+        list of str
+            The field names.
+        """
         return [f.name for f in fields(cls)]
 
 
@@ -666,7 +672,13 @@ class SweepTrainer:
 
     # ----------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """Trainer state needed to resume: settings, counters, RNG, batch stream, history."""
+        """Trainer state needed to resume: settings, counters, RNG, batch stream, history.
+
+        Returns
+        -------
+        dict
+            JSON-serialisable state for :meth:`load_state_dict`.
+        """
         return {
             "settings": asdict(self.settings),
             "half_sweeps_done": self.half_sweeps_done,
