@@ -24,16 +24,46 @@ class Callback:
     """Base class: every hook does nothing."""
 
     def on_fit_start(self, trainer: Any, total_steps: int) -> None:
-        """Called once before training; ``total_steps`` local updates are planned."""
+        """Called once before training; ``total_steps`` local updates are planned.
+
+        Parameters
+        ----------
+        trainer : SweepTrainer or GradientTrainer
+            The trainer running the fit.
+        total_steps : int
+            Number of local updates (or optimiser steps) the fit plans to make.
+        """
 
     def on_step_end(self, trainer: Any, info: dict[str, Any]) -> None:
-        """Called after every local update with its ``info`` (bond, bond_dim ...)."""
+        """Called after every local update with its ``info`` (bond, bond_dim ...).
+
+        Parameters
+        ----------
+        trainer : SweepTrainer or GradientTrainer
+            The trainer running the fit.
+        info : dict
+            What the update did (``loop``, ``bond``, ``bond_dim``, ``step_in_half_sweep`` ...).
+        """
 
     def on_half_sweep_end(self, trainer: Any, record: dict[str, Any]) -> None:
-        """Called after every half-sweep (or epoch) with its history record."""
+        """Called after every half-sweep (or epoch) with its history record.
+
+        Parameters
+        ----------
+        trainer : SweepTrainer or GradientTrainer
+            The trainer running the fit.
+        record : dict
+            The record just appended to ``trainer.history`` (``loop``, ``train_nll``, ``max_bond`` ...).
+        """
 
     def on_fit_end(self, trainer: Any) -> None:
-        """Called once after training (also after an early stop)."""
+        """Called once after training (also after an early stop).
+
+        Parameters
+        ----------
+        trainer : SweepTrainer or GradientTrainer
+            The trainer running the fit.
+        """
 
 
 class ProgressBar(Callback):
