@@ -27,6 +27,9 @@ from .errors import ConfigError
 
 __all__ = ["EnvironmentCache", "Message", "default_cache_bytes", "node_message"]
 
+#: A per-sample message ``(vectors, log_scales)``: vectors of shape ``(B, D)``
+#: (rescaled to stay in range) and log-scales of shape ``(B,)``; the message of
+#: sample ``b`` is ``exp(log_scales[b]) * vectors[b]``.
 Message = tuple[torch.Tensor, torch.Tensor]  # (vectors (B, D), log-scales (B,))
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY"
 
@@ -143,7 +146,13 @@ class EnvironmentCache:
         self._evicted = False
 
     def nbytes(self) -> int:
-        """Memory held by the cached messages, in bytes."""
+        """Memory held by the cached messages, in bytes.
+
+        Returns
+        -------
+        int
+            Total size of the cached vectors and log-scales.
+        """
         return sum(_message_bytes(msg) for msg in self._messages.values())
 
     # ------------------------------------------------------------- budget
