@@ -31,6 +31,8 @@ import numpy as np
 import torch
 
 from ..backend import to_numpy
+from ..distributed import (Communicator, LocalCommunicator, check_agreement, distributed_gradient_steps,
+                           reduce_mean, shard_batches)
 from ..environments import EnvironmentCache
 from ..errors import ConfigError, DataError, NumericalError, PrecisionWarning
 from ..interface import BornMachine, TwoSiteBlock
@@ -315,7 +317,11 @@ class SweepTrainer:
         Observers; a :class:`~tnborn.training.callbacks.ProgressBar` is added
         unless ``progress=False`` or one is given.
     progress : bool or None
-        ``None``: progress bar only on a terminal.
+        ``None``: progress bar only on a terminal (never on ranks other than 0).
+    communicator : Communicator, optional
+        Data-parallel process group (:mod:`tnborn.distributed`); every rank
+        passes the same data to :meth:`fit` and keeps the environments of its
+        shard only. Default: one process.
     **overrides
         Fields of :class:`SweepSettings`.
 
@@ -336,10 +342,16 @@ class SweepTrainer:
         settings: SweepSettings | None = None,
         callbacks: Sequence[Callback] | None = None,
         progress: bool | None = None,
+        communicator: Communicator | None = None,
         **overrides: Any,
     ):
         if not isinstance(model, BornMachine):
             raise ConfigError(f"model must be a tnborn BornMachine, got {type(model).__name__}")
+        if communicator is not None and not isinstance(communicator, Communicator):
+            raise ConfigError(f"communicator must be a tnborn Communicator, got {type(communicator).__name__}")
+        self.communicator = communicator or LocalCommunicator()
+        if not self.communicator.is_main:
+            progress = False
         if settings is not None and not isinstance(settings, SweepSettings):
             raise ConfigError(f"settings must be a SweepSettings, got {type(settings).__name__}")
         if not getattr(model, "is_tree", False):
@@ -368,6 +380,8 @@ class SweepTrainer:
         self._cache: EnvironmentCache | None = None
         self._data_key: Any = None
         self._data_fingerprint: str | None = None
+        self._num_rows = 0  # global number of training rows (all ranks)
+        self._shard = (0, 0)  # this rank's rows
         #: Number of two-site updates retried with a fallback (other SVD, float64 SVD, lr / 2).
         self.fallbacks = 0
         self._precision_warned: Any = None
@@ -469,13 +483,19 @@ class SweepTrainer:
             cache.clear()
         block = model.merge(source, target)
         envs = cache.block_environments(block)
-        n = cache.x.shape[0]
+        comm = self.communicator
+        n = cache.x.shape[0] if comm.world_size == 1 else self._num_rows
         if s.batch_size is None or s.batch_size >= n:
             rows = None
             batches = [slice(None)] * s.descent_steps
+            sizes = [n] * s.descent_steps
         else:
-            rows = self._next_rows(n, s.batch_size * s.descent_steps).to(cache.x.device)
+            rows = self._next_rows(n, s.batch_size * s.descent_steps)
             batches = [slice(i * s.batch_size, (i + 1) * s.batch_size) for i in range(s.descent_steps)]
+            sizes = [s.batch_size] * s.descent_steps
+            if comm.world_size > 1:  # this rank's rows of the global batches
+                rows, batches = shard_batches(rows, s.batch_size, s.descent_steps, self._shard)
+            rows = rows.to(cache.x.device)
         feats, last, order = _design(block, envs, cache.x, rows, model.phys_dim)
         perm = [block.inds.index(ix) for ix in order] + [
             i for i, ix in enumerate(block.inds) if ix not in order
@@ -485,7 +505,10 @@ class SweepTrainer:
         matrix = data.reshape(feats.shape[1], -1)
         matrix = matrix / torch.linalg.vector_norm(matrix)
         try:
-            matrix = block_gradient_steps(matrix, feats, last, batches, lr)
+            if comm.world_size > 1:  # all-reduced steps, block broadcast from rank 0
+                matrix = distributed_gradient_steps(matrix, feats, last, batches, sizes, lr, comm)
+            else:
+                matrix = block_gradient_steps(matrix, feats, last, batches, lr)
         except NumericalError as exc:
             raise _UpdateFailed("gradient", exc) from exc
         new = matrix.reshape(shape).permute(*[perm.index(i) for i in range(len(perm))])
@@ -552,7 +575,7 @@ class SweepTrainer:
     def _train_nll(self, cache: EnvironmentCache) -> float:
         mant, log = cache.log_amplitudes_at(self.model.center)
         log_abs = torch.log(mant[:, 0].abs()) + log
-        return float(self.model.log_norm() - 2.0 * log_abs.mean())
+        return float(self.model.log_norm() - 2.0 * reduce_mean(log_abs, self.communicator))
 
     def fit(
         self,
@@ -608,9 +631,14 @@ class SweepTrainer:
         schedule = schedule[start:] + schedule[:start]
         if model.center is None:
             model.move_center(schedule[0][0][0])
+        if x.shape[0] < self.communicator.world_size:
+            raise ConfigError(f"{x.shape[0]} training rows cannot be shared by "
+                              f"{self.communicator.world_size} processes")
+        self._num_rows = x.shape[0]
+        start, stop = self._shard = self.communicator.shard(x.shape[0])
         key = (x.data_ptr(), tuple(x.shape))
-        if self._cache is None or self._data_key != key or not torch.equal(self._cache.x, x):
-            self._cache = EnvironmentCache(model, x)
+        if self._cache is None or self._data_key != key or not torch.equal(self._cache.x, x[start:stop]):
+            self._cache = EnvironmentCache(model, x[start:stop])  # this rank's rows only
             self._data_key = key
             # the batch stream goes on for the same data (also after load_state_dict) and
             # restarts for other data
@@ -652,6 +680,7 @@ class SweepTrainer:
                 cb.on_step_end(self, info)
         seconds = time.perf_counter() - t0
         self.half_sweeps_done += 1
+        check_agreement(self.communicator, self.model, f"after half-sweep {self.half_sweeps_done}")
         dims = self.model.bond_dims()
         record = {
             "half_sweep": self.half_sweeps_done,
@@ -727,8 +756,13 @@ class SweepTrainer:
         Returns
         -------
         pathlib.Path
-            The path written.
+            The path written (data-parallel: by rank 0 only, the others wait for it).
         """
+        from pathlib import Path
+
         from ..checkpoint import save
 
-        return save(path, self.model, trainer=self)
+        if self.communicator.is_main:
+            path = save(path, self.model, trainer=self)
+        self.communicator.barrier()
+        return Path(path)
