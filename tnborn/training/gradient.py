@@ -33,6 +33,8 @@ from typing import Any
 import torch
 
 from ..backend import dtype_name, to_numpy
+from ..distributed import (Communicator, LocalCommunicator, check_agreement, data_parallel_loss_and_grads,
+                           sharded_nll)
 from ..errors import ConfigError, DataError, NumericalError
 from ..interface import BornMachine
 from .callbacks import Callback, ProgressBar
@@ -243,7 +245,11 @@ class GradientTrainer:
         is added unless ``progress=False`` or one is given. Callbacks must not
         replace the model's tensors during a fit.
     progress : bool or None
-        ``None``: progress bar only on a terminal.
+        ``None``: progress bar only on a terminal (never on ranks other than 0).
+    communicator : Communicator, optional
+        Data-parallel process group (:mod:`tnborn.distributed`): every rank
+        evaluates its shard of each mini-batch and the gradients are summed
+        before the optimiser step (like DDP). Default: one process.
     **overrides
         Fields of :class:`GradientSettings`.
 
@@ -264,10 +270,16 @@ class GradientTrainer:
         settings: GradientSettings | None = None,
         callbacks: Sequence[Callback] | None = None,
         progress: bool | None = None,
+        communicator: Communicator | None = None,
         **overrides: Any,
     ):
         if not isinstance(model, BornMachine):
             raise ConfigError(f"model must be a tnborn BornMachine, got {type(model).__name__}")
+        if communicator is not None and not isinstance(communicator, Communicator):
+            raise ConfigError(f"communicator must be a tnborn Communicator, got {type(communicator).__name__}")
+        self.communicator = communicator or LocalCommunicator()
+        if not self.communicator.is_main:
+            progress = False
         settings = settings or GradientSettings()
         if not isinstance(settings, GradientSettings):
             raise ConfigError(f"settings must be a GradientSettings, got {type(settings).__name__}")
@@ -421,13 +433,16 @@ class GradientTrainer:
     def _step(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[float, float]:
         opt = self._optimizer
         opt.zero_grad(set_to_none=True)
-        loss = batch_nll(self.model, x[rows.to(x.device)])
-        if not bool(torch.isfinite(loss)):
-            raise NumericalError(
-                f"the mini-batch NLL is {float(loss.detach())}: some training sample has psi(x) = 0 "
-                "(probability zero) or the contraction overflowed"
-            )
-        loss.backward()
+        if self.communicator.world_size > 1:  # this rank's rows; gradients summed over the ranks
+            loss = torch.tensor(data_parallel_loss_and_grads(self.model, x, rows, self._params, self.communicator))
+        else:
+            loss = batch_nll(self.model, x[rows.to(x.device)])
+            if not bool(torch.isfinite(loss)):
+                raise NumericalError(
+                    f"the mini-batch NLL is {float(loss.detach())}: some training sample has psi(x) = 0 "
+                    "(probability zero) or the contraction overflowed"
+                )
+            loss.backward()
         grads = [p.grad for p in self._params if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         if not bool(torch.isfinite(norm)):
@@ -466,8 +481,9 @@ class GradientTrainer:
         rescale_to_unit_norm(self.model)
         seconds = time.perf_counter() - t0
         self.epochs_done += 1
+        check_agreement(self.communicator, self.model, f"after epoch {self.epochs_done}")
         with torch.no_grad():
-            train_nll = self.model.nll(x)
+            train_nll = sharded_nll(self.model, x, self.communicator)
             test_nll = self.model.nll(test) if test is not None else None
         dims = self.model.bond_dims()
         record = {
@@ -560,11 +576,16 @@ class GradientTrainer:
         Returns
         -------
         pathlib.Path
-            The path written.
+            The path written (data-parallel: by rank 0 only, the others wait for it).
         """
+        from pathlib import Path
+
         from ..checkpoint import save
 
-        return save(path, self.model, trainer=self)
+        if self.communicator.is_main:
+            path = save(path, self.model, trainer=self)
+        self.communicator.barrier()
+        return Path(path)
 
 
 def _check_keys(overrides: dict[str, Any]) -> None:
