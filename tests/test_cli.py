@@ -142,6 +142,106 @@ def test_checkpoint_every_and_max_bond(tmp_path):
     assert max(history[-1]["bond_dims"]) == 2
 
 
+# --------------------------------------------------------------------------- trainers
+PEPS_ARGS = ["--geometry", "peps", "--rows", "2", "--cols", "2", "--threads", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def peps_run(tmp_path_factory) -> Path:
+    """Output folder of `tnborn train --geometry peps` on 2 x 2 bars-and-stripes, 30 epochs."""
+    out = tmp_path_factory.mktemp("cli-peps") / "run"
+    assert main(["train", *PEPS_ARGS, "--epochs", "30", "--out", str(out)]) == 0
+    return out
+
+
+def test_train_help_lists_trainer_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for flag in ("--trainer", "--optimizer", "--epochs", "--geometry peps"):
+        assert flag in out, flag
+
+
+def test_train_peps_uses_the_gradient_trainer(peps_run):
+    for name in ("model.tnb", "samples.png", "nll.png", "history.json", "summary.json"):
+        assert (peps_run / name).is_file(), name
+    model = tnborn.load(peps_run / "model.tnb")
+    assert model.geometry == "peps" and model.num_variables == 4
+    state = tnborn.checkpoint.load_trainer_state(peps_run / "model.tnb")
+    assert state["class"] == "GradientTrainer"
+    history = json.loads((peps_run / "history.json").read_text())
+    assert [r["epoch"] for r in history] == list(range(1, 31))
+    assert history[-1]["settings"]["optimizer"] == "adam" and history[-1]["settings"]["lr"] == 0.1
+    data = bars_and_stripes(2, 2)
+    assert model.nll(data) == pytest.approx(history[-1]["train_nll"], abs=1e-9)
+    # 6 patterns: from about ln 16 (near-uniform start) to within 0.15 nats of ln 6
+    assert history[0]["train_nll"] > math.log(6) + 0.5
+    assert history[-1]["train_nll"] < math.log(6) + 0.15
+    summary = json.loads((peps_run / "summary.json").read_text())
+    assert summary["trainer"] == "GradientTrainer" and summary["epochs"] == 30
+
+
+def test_gradient_resume_matches_one_run(peps_run, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert main(["train", *PEPS_ARGS, "--epochs", "20", "--out", str(first)]) == 0
+    assert main(["train", "--resume", str(first / "model.tnb"), "--epochs", "10", "--threads", "1",
+                 "--quiet", "--out", str(second)]) == 0
+    resumed = json.loads((second / "history.json").read_text())
+    full = json.loads((peps_run / "history.json").read_text())
+    assert [r["train_nll"] for r in resumed] == [r["train_nll"] for r in full]  # bit-identical
+
+
+def test_gradient_trainer_on_mps_with_sgd_and_batches(tmp_path):
+    out = tmp_path / "g"
+    assert main(["train", *TRAIN_ARGS, "--trainer", "gradient", "--optimizer", "sgd", "--lr", "0.05",
+                 "--batch-size", "5", "--epochs", "2", "--seed", "3", "--out", str(out)]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 2 and history[-1]["step"] == 4  # 10 patterns in batches of 5
+    assert history[-1]["settings"] == {"optimizer": "sgd", "lr": 0.05, "batch_size": 5, "momentum": 0.0,
+                                       "grad_clip": None, "seed": 3}
+    assert tnborn.checkpoint.load_trainer_state(out / "model.tnb")["class"] == "GradientTrainer"
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [(["--trainer", "sweep", *PEPS_ARGS], ["--trainer sweep", "tree", "'peps'", "--trainer gradient"]),
+     ([*PEPS_ARGS, "--loops", "2"], ["--loops", "sweep trainer", "gradient trainer"]),
+     ([*TRAIN_ARGS, "--epochs", "2"], ["--epochs", "gradient trainer", "sweep trainer"]),
+     ([*TRAIN_ARGS, "--trainer", "gradient", "--max-bond", "4"], ["--max-bond", "sweep trainer"])],
+)
+def test_trainer_option_conflicts_exit_2(args, words, tmp_path, capsys):
+    code, _, err = run_cli("train", *args, "--out", tmp_path / "never", capsys=capsys)
+    assert code == 2 and err.startswith("tnborn: error:"), err
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "never").exists()
+
+
+def test_bad_trainer_value_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--trainer", "lbfgs"])
+    assert exc.value.code == 2
+    assert "--trainer" in capsys.readouterr().err
+
+
+def test_resume_with_the_other_trainer_is_refused(trained, tmp_path, capsys):
+    code, _, err = run_cli("train", "--resume", trained / "model.tnb", "--trainer", "gradient",
+                           "--quiet", "--out", tmp_path / "never", capsys=capsys)
+    assert code == 2 and "contradicts" in err and "SweepTrainer" in err
+
+
+def test_config_trainer_keys(tmp_path, capsys):
+    cfg = tmp_path / "peps.toml"
+    cfg.write_text('geometry = "peps"\nrows = 2\ncols = 2\ntrainer = "gradient"\noptimizer = "sgd"\n'
+                   "epochs = 3\nlr = 0.05\nquiet = true\nthreads = 1\n")
+    out = tmp_path / "cfg"
+    assert main(["train", "--config", str(cfg), "--epochs", "2", "--out", str(out)]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert len(history) == 2 and history[-1]["settings"]["optimizer"] == "sgd"  # --epochs 2 overrode 3
+    cfg.write_text('optimizer = "lbfgs"\n')
+    code, _, err = run_cli("train", "--config", cfg, capsys=capsys)
+    assert code == 2 and "optimizer" in err and "adam, sgd" in err
+
+
 # --------------------------------------------------------------------------- config files
 def test_config_values_and_flag_override(tmp_path):
     cfg = tmp_path / "run.toml"

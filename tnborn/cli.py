@@ -25,6 +25,8 @@ __all__ = ["main", "build_parser", "load_config", "resolve_train_options", "TRAI
 
 PROG = "tnborn"
 DTYPES = ("float64", "float32", "complex128", "complex64")
+TRAINERS = ("auto", "sweep", "gradient")
+OPTIMIZERS = ("adam", "sgd")
 SIDES = ("left", "right", "top", "bottom")
 
 
@@ -113,7 +115,8 @@ TRAIN_OPTIONS: dict[str, tuple[Callable[[Any, str], Any], Any, str | None, str]]
     "key": (_text(), None, "NAME", "array to read from an .npz file with several arrays"),
     "threshold": (_number(), None, "T", "binarise grey values: value > T becomes 1 "
                   "(50 for the paper's thr50 MNIST, 127.5 for thr127)"),
-    "test_data": (_text(), None, "PATH", "held-out data; its NLL is recorded after every half-sweep"),
+    "test_data": (_text(), None, "PATH", "held-out data; its NLL is recorded after every half-sweep "
+                  "(epoch)"),
     "test_key": (_text(), None, "NAME", "array to read from the --test-data .npz file"),
     "dataset": (_text(), None, "NAME", "built-in data set: bars-and-stripes, random or parity "
                 "(default bars-and-stripes)"),
@@ -127,7 +130,10 @@ TRAIN_OPTIONS: dict[str, tuple[Callable[[Any, str], Any], Any, str | None, str]]
     "bond_dim": (_integer(1), 2, "D", "initial bond dimension (default 2, as the authors)"),
     "dtype": (_text(DTYPES), "float64", "DTYPE", f"{', '.join(DTYPES)} (default float64)"),
     "device": (_text(), "cpu", "DEVICE", "cpu, cuda, cuda:N or auto (default cpu)"),
-    # sweep settings
+    # training, both trainers
+    "trainer": (_text(TRAINERS), "auto", "NAME", "sweep (two-site sweep, tree geometries: mps, tree), "
+                "gradient (torch optimiser on all tensors, any geometry) or auto: sweep when the "
+                "geometry is a tree, else gradient (default auto)"),
     "lr": (_number(0.0), 0.1, "LR", "learning rate (default 0.1)"),
     "steps": (_integer(1), 10, "K", "gradient steps per bond (default 10)"),
     "batch_size": (_integer(1, optional=True), None, "B", "mini-batch size (default: the whole training set)"),
@@ -136,13 +142,17 @@ TRAIN_OPTIONS: dict[str, tuple[Callable[[Any, str], Any], Any, str | None, str]]
     "min_bond": (_integer(1), 1, "D", "smallest bond dimension kept by a split (default 1)"),
     "svd_method": (_text(("svd", "svd:eig")), "svd", "METHOD", "svd or svd:eig (default svd)"),
     "loops": (_integer(0), 4, "L", "sweeps to train (with --resume: additional sweeps; default 4)"),
+    # gradient-trainer settings
+    "optimizer": (_text(OPTIMIZERS), "adam", "NAME", "adam or sgd (default adam)"),
+    "epochs": (_integer(0), 100, "E", "epochs to train (with --resume: additional epochs; default 100)"),
     "seed": (_integer(0), 0, "S", "seed of the initialisation, batches and samples (default 0)"),
     "threads": (_integer(1, optional=True), None, "N", "torch CPU threads (default min(4, cores), "
                 "or $TNBORN_NUM_THREADS)"),
     # run control
-    "checkpoint_every": (_integer(1, optional=True), None, "L", "also save model.tnb every L loops"),
+    "checkpoint_every": (_integer(1, optional=True), None, "L", "also save model.tnb every L loops "
+                         "(epochs with the gradient trainer)"),
     "early_stop": (_number(0.0, optional=True), None, "DELTA", "stop when the training NLL changes "
-                   "by less than DELTA nats over one loop"),
+                   "by less than DELTA nats over one loop (epoch)"),
     "resume": (_text(), None, "CHECKPOINT", "continue training a checkpoint written by tnborn train"),
     "out": (_text(), None, "DIR", "output folder (default runs/tnborn-<timestamp>)"),
     "quiet": (_flag, False, None, "no progress bar and no output except errors"),
@@ -232,6 +242,9 @@ examples:
                --loops 10 --test-data mnist1k_other_thr50.npy --checkpoint-every 1
   tnborn train --config run.toml --loops 8      # flags override the file's values
   tnborn train --resume runs/bas34/model.tnb --loops 2 --out runs/bas34-more
+  tnborn train --geometry peps --rows 3 --cols 3 --epochs 200 --out runs/peps33
+                                                 # a PEPS has loops: gradient trainer (Adam)
+  tnborn train --trainer gradient --optimizer sgd --lr 0.05 --epochs 50 --batch-size 10
 
 config file (TOML): every option above as a key with underscores, e.g.
   data = "mnist1k_train_thr50.npy"
@@ -324,7 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     # train --------------------------------------------------------------
     train = sub.add_parser(
         "train", help="train a Born machine and write checkpoint, plots and history",
-        description="Train a Born machine with the two-site sweep of Han et al.\n"
+        description="Train a Born machine with the two-site sweep of Han et al. (tree geometries:\n"
+        "mps, tree) or, with --trainer gradient and for geometries with loops (peps), with a\n"
+        "torch optimiser on all tensors at once (--optimizer, --epochs).\n"
         "With no arguments: 4x4 bars-and-stripes with the authors' settings (lr 0.1, 10 steps\n"
         "per bond, full batch, cutoff 5e-5, no maximum bond dimension), 4 loops, seed 0.",
         epilog=TRAIN_EXAMPLES, formatter_class=_formatter, argument_default=argparse.SUPPRESS,
@@ -334,14 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     groups = {
         "data": train.add_argument_group("data"),
         "model": train.add_argument_group("model"),
-        "training": train.add_argument_group("training (the sweep)"),
+        "training": train.add_argument_group("training (both trainers)"),
+        "sweep": train.add_argument_group("sweep trainer"),
+        "gradient": train.add_argument_group("gradient trainer"),
         "run": train.add_argument_group("run"),
     }
     sections = {
         "data": ("data", "key", "threshold", "test_data", "test_key", "dataset", "rows", "cols", "dataset_size"),
         "model": ("geometry", "bond_dim", "dtype", "device"),
-        "training": ("lr", "steps", "batch_size", "cutoff", "max_bond", "min_bond", "svd_method",
-                     "loops", "seed", "threads"),
+        "training": ("trainer", "lr", "batch_size", "seed", "threads"),
+        "sweep": ("steps", "cutoff", "max_bond", "min_bond", "svd_method", "loops"),
+        "gradient": ("optimizer", "epochs"),
         "run": ("checkpoint_every", "early_stop", "resume", "out", "quiet"),
     }
     for section, keys in sections.items():

@@ -18,7 +18,7 @@ from ..errors import CheckpointError, ConfigError
 from ..training import PeriodicCheckpoint
 from ._common import Reporter, checkpoint_extra, load_data_source, reference_line, stored_image_shape
 
-__all__ = ["train_command", "SETTING_KEYS", "default_out_dir"]
+__all__ = ["train_command", "SETTING_KEYS", "GRADIENT_SETTING_KEYS", "default_out_dir"]
 
 #: Command-line option -> field of :class:`tnborn.SweepSettings`.
 SETTING_KEYS = {
@@ -31,6 +31,17 @@ SETTING_KEYS = {
     "svd_method": "svd_method",
     "seed": "seed",
 }
+#: Command-line option -> field of :class:`tnborn.GradientSettings`.
+GRADIENT_SETTING_KEYS = {
+    "optimizer": "optimizer",
+    "lr": "lr",
+    "batch_size": "batch_size",
+    "seed": "seed",
+}
+#: Options that only one trainer reads (an explicit one with the other trainer is an error).
+_ONLY_FOR = {"sweep": ("steps", "cutoff", "max_bond", "min_bond", "svd_method", "loops"),
+             "gradient": ("optimizer", "epochs")}
+_TRAINER_CLASSES = {"sweep": "SweepTrainer", "gradient": "GradientTrainer"}
 _DATA_KEYS = ("data", "key", "threshold", "dataset", "rows", "cols", "dataset_size", "data_seed")
 NUM_SAMPLES_PLOTTED = 64
 
@@ -88,41 +99,72 @@ def _data_options(options: Mapping[str, Any], explicit: set[str], stored: Mappin
     return {k: options.get(k) for k in _DATA_KEYS}
 
 
+def _flags(keys: Any) -> str:
+    return ", ".join("--" + k.replace("_", "-") for k in keys)
+
+
+def _trainer_kind(options: Mapping[str, Any], explicit: set[str], geometry: Any,
+                  stored_class: str | None) -> str:
+    """``"sweep"`` or ``"gradient"``: ``--trainer``, else the checkpoint's trainer, else by geometry."""
+    kind = options["trainer"]
+    if kind == "auto":
+        if stored_class is not None:
+            kind = {v: k for k, v in _TRAINER_CLASSES.items()}[stored_class]
+        else:
+            kind = "sweep" if geometry.is_tree else "gradient"
+    if kind == "sweep" and not geometry.is_tree:
+        raise ConfigError(f"--trainer sweep needs a tree-shaped geometry (mps, tree); geometry "
+                          f"{geometry.geometry!r} has loops: use --trainer gradient (or auto)")
+    if stored_class is not None and stored_class != _TRAINER_CLASSES[kind]:
+        raise ConfigError(f"--trainer {kind} contradicts the checkpoint {options['resume']}, written by "
+                          f"a {stored_class} (--resume continues that trainer; use --trainer auto)")
+    other = "gradient" if kind == "sweep" else "sweep"
+    unused = [k for k in _ONLY_FOR[other] if k in explicit]
+    if unused:
+        raise ConfigError(f"{_flags(unused)}: only the {other} trainer reads "
+                          f"{'this option' if len(unused) == 1 else 'these options'}, "
+                          f"but this run uses the {kind} trainer")
+    return kind
+
+
 def _build(options: Mapping[str, Any], explicit: set[str], num_variables: int, say: Reporter):
     """Create (or load, with ``resume``) the model and its trainer; returns (model, trainer, overrides)."""
     import tnborn
     from tnborn.checkpoint import load_trainer_state
 
-    settings = {field: options[key] for key, field in SETTING_KEYS.items()}
     progress = False if options["quiet"] else None
+    stored = None
     if options["resume"] is None:
         cls = tnborn.get_geometry(options["geometry"])
+        kind = _trainer_kind(options, explicit, cls, None)
         model = cls.random(num_variables, bond_dim=options["bond_dim"], seed=options["seed"],
                            dtype=options["dtype"], device=options["device"])
-        trainer = tnborn.SweepTrainer(model, progress=progress, **settings)
-        return model, trainer, {}
-
-    path = options["resume"]
-    model = tnborn.load(path, device=options["device"],
-                        dtype=options["dtype"] if "dtype" in explicit else None)
-    if "geometry" in explicit and options["geometry"] != model.geometry:
-        raise ConfigError(f"--geometry {options['geometry']} contradicts the checkpoint's "
-                          f"geometry {model.geometry!r} (--resume continues that model)")
-    if model.num_variables != num_variables:
-        raise ConfigError(f"the checkpoint {path} has {model.num_variables} variables but the "
-                          f"training data have {num_variables}")
-    stored = load_trainer_state(path)
+    else:
+        path = options["resume"]
+        model = tnborn.load(path, device=options["device"],
+                            dtype=options["dtype"] if "dtype" in explicit else None)
+        if "geometry" in explicit and options["geometry"] != model.geometry:
+            raise ConfigError(f"--geometry {options['geometry']} contradicts the checkpoint's "
+                              f"geometry {model.geometry!r} (--resume continues that model)")
+        if model.num_variables != num_variables:
+            raise ConfigError(f"the checkpoint {path} has {model.num_variables} variables but the "
+                              f"training data have {num_variables}")
+        stored = load_trainer_state(path)
+        if stored is not None and stored.get("class") not in _TRAINER_CLASSES.values():
+            raise CheckpointError(f"{path} was written by a {stored.get('class')}; "
+                                  "tnborn train resumes SweepTrainer and GradientTrainer runs only")
+        kind = _trainer_kind(options, explicit, type(model), None if stored is None else stored["class"])
+        if stored is None:
+            say(f"note: {path} holds no trainer state; training continues with a fresh trainer")
+    keys = SETTING_KEYS if kind == "sweep" else GRADIENT_SETTING_KEYS
+    trainer_cls = tnborn.SweepTrainer if kind == "sweep" else tnborn.GradientTrainer
     if stored is None:
-        say(f"note: {path} holds no trainer state; training continues with a fresh trainer")
-        trainer = tnborn.SweepTrainer(model, progress=progress, **settings)
-        return model, trainer, {}
-    if stored.get("class") != "SweepTrainer":
-        raise CheckpointError(f"{path} was written by a {stored.get('class')}; "
-                              "tnborn train resumes SweepTrainer runs only")
-    trainer = tnborn.SweepTrainer(model, progress=progress)
+        settings = {field: options[key] for key, field in keys.items()}
+        return model, trainer_cls(model, progress=progress, **settings), {}
+    trainer = trainer_cls(model, progress=progress)
     trainer.load_state_dict(stored["state"])
     # settings given now (flag or config file) override the stored ones
-    overrides = {SETTING_KEYS[k]: options[k] for k in SETTING_KEYS if k in explicit}
+    overrides = {keys[k]: options[k] for k in keys if k in explicit}
     return model, trainer, overrides
 
 
@@ -171,7 +213,10 @@ def train_command(options: Mapping[str, Any], explicit: set[str]) -> int:
     callbacks: list = []
     early = options["early_stop"]
     model, trainer, overrides = _build(options, explicit, num_variables, say)
-    per_loop = len(model.sweep_schedule())
+    sweep = isinstance(trainer, tnborn.SweepTrainer)
+    # records per loop (half-sweeps) or per epoch (one), and how many loops or epochs to train
+    per_loop = len(model.sweep_schedule()) if sweep else 1
+    amount, unit = (options["loops"], "loop") if sweep else (options["epochs"], "epoch")
     if early is not None:
         callbacks.append(tnborn.EarlyStopping(min_delta=early, patience=1, every=per_loop))
     label, reference = reference_line(x)
@@ -187,13 +232,17 @@ def train_command(options: Mapping[str, Any], explicit: set[str]) -> int:
 
     done = len(trainer.history)
     say(f"tnborn {tnborn.__version__}: training a Born machine ({model.geometry}) on {train.description}: "
-        f"{x.shape[0]} samples x {num_variables} variables, {options['loops']} loop(s)"
-        + (f", resuming after {done} half-sweeps" if options["resume"] is not None else ""))
+        f"{x.shape[0]} samples x {num_variables} variables, {type(trainer).__name__}, {amount} {unit}(s)"
+        + (f", resuming after {done} {'half-sweeps' if sweep else 'epochs'}"
+           if options["resume"] is not None else ""))
     say(f"output folder: {out}")
     out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
-    history = trainer.fit(x, loops=options["loops"], test_data=test, **overrides)
+    if sweep:
+        history = trainer.fit(x, loops=amount, test_data=test, **overrides)
+    else:
+        history = trainer.fit(x, epochs=amount, test_data=test, **overrides)
     seconds = time.perf_counter() - t0
 
     new = history[done:]
@@ -219,7 +268,8 @@ def train_command(options: Mapping[str, Any], explicit: set[str]) -> int:
         "bond_dims": model.bond_dims(),
         "num_parameters": model.num_parameters(),
         "loops": history[-1]["loop"] if history else 0.0,
-        "half_sweeps": len(history),
+        "trainer": type(trainer).__name__,
+        "half_sweeps" if sweep else "epochs": len(history),
         "seconds": seconds,
         "stopped_early": bool(trainer.stop_training),
         "checkpoint": str(ckpt),
@@ -230,9 +280,9 @@ def train_command(options: Mapping[str, Any], explicit: set[str]) -> int:
     if test_nll is not None:
         say(f"test NLL   {test_nll:.5f} nats")
     if trainer.stop_training:
-        say(f"stopped early: NLL changed by < {early:g} over one loop")
+        say(f"stopped early: NLL changed by < {early:g} over one {unit}")
     say(f"max bond   {max_bond}")
-    rate = f", {seconds / len(new) * per_loop:.2f} s/loop" if new else ""
+    rate = f", {seconds / len(new) * per_loop:.2f} s/{unit}" if new else ""
     say(f"time       {seconds:.2f} s{rate}")
     say(f"output     {out}/  (model.tnb, samples.png, nll.png, history.json, summary.json)")
     if not math.isfinite(train_nll):
