@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -193,6 +194,35 @@ def test_collectives_were_used(two_proc):
     """The workers really communicated (one all-reduce per descent step at least)."""
     calls = json.loads((two_proc / "comm_r1.json").read_text())["calls"]
     assert calls > 2 * 9 * 3
+
+
+def test_cli_nproc_two_equals_one(tmp_path):
+    """``tnborn train --nproc 2`` (spawned gloo processes) writes the model of ``--nproc 1``."""
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("torch.distributed with gloo is not available")
+    from tnborn.cli import main
+
+    args = ["train", "--rows", "3", "--loops", "1", "--batch-size", "5", "--lr", "0.02", "--steps", "3",
+            "--cutoff", "1e-10", "--threads", "1", "--quiet"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("WORLD_SIZE", None)
+    # own process group, so that a timeout kills the spawned ranks too
+    proc = subprocess.Popen([sys.executable, "-m", "tnborn", *args, "--nproc", "2", "--out", str(tmp_path / "two")],
+                            env=env, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        pytest.fail(f"tnborn train --nproc 2 did not finish within {TIMEOUT_S} s")
+    assert proc.returncode == 0, stderr[-3000:]
+    assert stdout == ""  # --quiet on every rank
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    two, one = tnborn.load(tmp_path / "two" / "model.tnb"), tnborn.load(tmp_path / "one" / "model.tnb")
+    _assert_same(_arrays(two), _arrays(one))
+    assert json.loads((tmp_path / "two" / "summary.json").read_text())["processes"] == 2
+    assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
 
 # ---------------------------------------------------------------- local pieces

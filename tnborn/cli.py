@@ -156,6 +156,8 @@ TRAIN_OPTIONS: dict[str, tuple[Callable[[Any, str], Any], Any, str | None, str]]
     "resume": (_text(), None, "CHECKPOINT", "continue training a checkpoint written by tnborn train"),
     "out": (_text(), None, "DIR", "output folder (default runs/tnborn-<timestamp>)"),
     "quiet": (_flag, False, None, "no progress bar and no output except errors"),
+    "nproc": (_integer(1), 1, "N", "data-parallel training in N local processes (torch.distributed: "
+              "gloo on CPU, NCCL on CUDA; ignored under torchrun, which sets the process count; default 1)"),
 }
 
 
@@ -360,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         "training": ("trainer", "lr", "batch_size", "seed", "threads"),
         "sweep": ("steps", "cutoff", "max_bond", "min_bond", "svd_method", "loops"),
         "gradient": ("optimizer", "epochs"),
-        "run": ("checkpoint_every", "early_stop", "resume", "out", "quiet"),
+        "run": ("checkpoint_every", "early_stop", "resume", "out", "quiet", "nproc"),
     }
     for section, keys in sections.items():
         for key in keys:
@@ -456,6 +458,10 @@ def _run_train(args: argparse.Namespace) -> int:
     from .cli_commands.train import train_command
 
     options, explicit = resolve_train_options(args)
+    if options["nproc"] > 1 and not os.environ.get("WORLD_SIZE"):  # not already under torchrun
+        from .distributed import spawn
+
+        return spawn(train_command, options["nproc"], args=(options, explicit))
     return train_command(options, explicit)
 
 

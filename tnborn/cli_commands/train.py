@@ -89,7 +89,11 @@ class _SaverWithMeta:
         self.trainer, self.extra = trainer, extra
 
     def save_checkpoint(self, path: Path) -> Path:
-        return save(path, self.trainer.model, trainer=self.trainer, extra=self.extra)
+        comm = self.trainer.communicator
+        if comm.is_main:  # data-parallel: rank 0 writes, the others wait
+            path = save(path, self.trainer.model, trainer=self.trainer, extra=self.extra)
+        comm.barrier()
+        return path
 
 
 def _data_options(options: Mapping[str, Any], explicit: set[str], stored: Mapping[str, Any]) -> dict[str, Any]:
@@ -127,7 +131,8 @@ def _trainer_kind(options: Mapping[str, Any], explicit: set[str], geometry: Any,
     return kind
 
 
-def _build(options: Mapping[str, Any], explicit: set[str], num_variables: int, say: Reporter):
+def _build(options: Mapping[str, Any], explicit: set[str], num_variables: int, say: Reporter,
+           communicator: Any = None):
     """Create (or load, with ``resume``) the model and its trainer; returns (model, trainer, overrides)."""
     import tnborn
     from tnborn.checkpoint import load_trainer_state
@@ -160,8 +165,8 @@ def _build(options: Mapping[str, Any], explicit: set[str], num_variables: int, s
     trainer_cls = tnborn.SweepTrainer if kind == "sweep" else tnborn.GradientTrainer
     if stored is None:
         settings = {field: options[key] for key, field in keys.items()}
-        return model, trainer_cls(model, progress=progress, **settings), {}
-    trainer = trainer_cls(model, progress=progress)
+        return model, trainer_cls(model, progress=progress, communicator=communicator, **settings), {}
+    trainer = trainer_cls(model, progress=progress, communicator=communicator)
     trainer.load_state_dict(stored["state"])
     # settings given now (flag or config file) override the stored ones
     overrides = {keys[k]: options[k] for k in keys if k in explicit}
@@ -170,6 +175,11 @@ def _build(options: Mapping[str, Any], explicit: set[str], num_variables: int, s
 
 def train_command(options: Mapping[str, Any], explicit: set[str]) -> int:
     """Run ``tnborn train`` with merged options.
+
+    Under ``torchrun`` (or ``--nproc N``, see :func:`tnborn.distributed.spawn`)
+    the variables ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` make every process join
+    one process group (gloo on CPU, NCCL on CUDA with device ``LOCAL_RANK``)
+    and train data-parallel; only rank 0 prints and writes files.
 
     Parameters
     ----------
@@ -183,13 +193,26 @@ def train_command(options: Mapping[str, Any], explicit: set[str]) -> int:
     int
         Exit status (0).
     """
+    from tnborn.distributed import init_from_env
+
+    comm, device = init_from_env(options["device"])
+    try:
+        if comm.world_size > 1:
+            options = {**options, "device": str(device)}
+        return _train(options, explicit, comm)
+    finally:
+        comm.close()
+
+
+def _train(options: Mapping[str, Any], explicit: set[str], comm: Any) -> int:
+    """The body of :func:`train_command` for one process of ``comm``."""
     import numpy as np
 
     import tnborn
     from tnborn import plotting
     from tnborn.io import atomic_write_text
 
-    say = Reporter(options["quiet"])
+    say = Reporter(options["quiet"] or not comm.is_main)
     tnborn.set_num_threads(options["threads"])
 
     extra: dict[str, Any] = {}
@@ -212,7 +235,7 @@ def train_command(options: Mapping[str, Any], explicit: set[str]) -> int:
     out = Path(options["out"]) if options["out"] is not None else default_out_dir()
     callbacks: list = []
     early = options["early_stop"]
-    model, trainer, overrides = _build(options, explicit, num_variables, say)
+    model, trainer, overrides = _build(options, explicit, num_variables, say, communicator=comm)
     sweep = isinstance(trainer, tnborn.SweepTrainer)
     # records per loop (half-sweeps) or per epoch (one), and how many loops or epochs to train
     per_loop = len(model.sweep_schedule()) if sweep else 1
@@ -234,9 +257,11 @@ def train_command(options: Mapping[str, Any], explicit: set[str]) -> int:
     say(f"tnborn {tnborn.__version__}: training a Born machine ({model.geometry}) on {train.description}: "
         f"{x.shape[0]} samples x {num_variables} variables, {type(trainer).__name__}, {amount} {unit}(s)"
         + (f", resuming after {done} {'half-sweeps' if sweep else 'epochs'}"
-           if options["resume"] is not None else ""))
+           if options["resume"] is not None else "")
+        + (f", data-parallel on {comm.world_size} processes" if comm.world_size > 1 else ""))
     say(f"output folder: {out}")
-    out.mkdir(parents=True, exist_ok=True)
+    if comm.is_main:
+        out.mkdir(parents=True, exist_ok=True)
 
     t0 = time.perf_counter()
     if sweep:
@@ -244,6 +269,8 @@ def train_command(options: Mapping[str, Any], explicit: set[str]) -> int:
     else:
         history = trainer.fit(x, epochs=amount, test_data=test, **overrides)
     seconds = time.perf_counter() - t0
+    if not comm.is_main:  # rank 0 evaluates, samples and writes the outputs
+        return 0
 
     new = history[done:]
     train_nll = new[-1]["train_nll"] if new else model.nll(x)
@@ -271,6 +298,7 @@ def train_command(options: Mapping[str, Any], explicit: set[str]) -> int:
         "trainer": type(trainer).__name__,
         "half_sweeps" if sweep else "epochs": len(history),
         "seconds": seconds,
+        "processes": comm.world_size,
         "stopped_early": bool(trainer.stop_training),
         "checkpoint": str(ckpt),
     }
