@@ -53,7 +53,7 @@ _LAZY = {
     "GradientSettings": "training",
 }
 _SUBMODULES = frozenset({
-    "backend", "checkpoint", "circuit", "contraction", "data", "environments", "geometries",
+    "backend", "checkpoint", "circuit", "contraction", "data", "distributed", "environments", "geometries",
     "interface", "io", "plotting", "registry", "training",
 })
 
