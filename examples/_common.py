@@ -8,8 +8,6 @@ progress bar spanning several ``fit`` calls, markdown tables, and two pieces
 of the authors' code that the library does not offer:
 
 * :func:`uniform_mps`: their initialisation (uniform entries in ``[0, 1)``);
-* :func:`authors_gradient_rule`: the gradient rescaling ``grad_mode="norm0.25"``
-  of their capacity code.
 
 Data folder resolution order: ``--data-dir``, the environment variable
 ``TNBORN_SHARED_DATA``, then ``../shared/data`` relative to the repository.
@@ -52,7 +50,6 @@ __all__ = [
     "pass_fail",
     "BondProgress",
     "uniform_mps",
-    "authors_gradient_rule",
     "MissingDataError",
 ]
 
@@ -545,92 +542,6 @@ def uniform_mps(num_variables: int, bond_dim: int = 2, seed: int = 0, dtype: Any
         arrays.append(q.reshape(a.shape[0], d, q.shape[1]))
         carry = r / torch.linalg.vector_norm(r)
     return tnborn.MPSBornMachine([a.to(dtype=dt, device=dev) for a in arrays], center=n - 1)
-
-
-# --------------------------------------------------------------------------- authors' gradient rule
-def _norm025_gradient_steps(matrix, feats, last, batches, lr):
-    """The authors' ``grad_mode="norm0.25"`` steps (same signature as the library's).
-
-    ``g = G/B - M`` (half the negative gradient); if
-    ``||g|| / numel**0.25 < 1`` the step direction is rescaled to norm
-    ``numel**0.25``; then ``M <- (M + 2 lr g) / ||M + 2 lr g||``. With one step
-    per bond, as in the capacity runs, this is exactly the authors' update.
-    """
-    import torch
-
-    from tnborn.errors import NumericalError
-
-    m = matrix
-    scale = float(m.numel()) ** 0.25
-    for sl in batches:
-        f, r = feats[sl], last[sl]
-        psi = ((f @ m) * r).sum(dim=1)
-        if not bool(torch.all(psi != 0)):
-            raise NumericalError("psi(x) = 0 for a training sample: its probability is zero")
-        g = f.transpose(0, 1) @ (r / psi[:, None])
-        if g.is_complex():
-            g = g.conj()
-        g = g / f.shape[0] - m
-        gnorm = float(torch.linalg.vector_norm(g)) / scale
-        if 0.0 < gnorm < 1.0:
-            g = g / gnorm
-        m = m + (2.0 * lr) * g
-        nrm = torch.linalg.vector_norm(m)
-        if not bool(torch.isfinite(nrm)) or float(nrm) == 0.0:
-            raise NumericalError("the merged tensor became zero or non-finite in a gradient step")
-        m = m / nrm
-    return m
-
-
-@contextlib.contextmanager
-def authors_gradient_rule(enabled: bool = True) -> Iterator[bool]:
-    """Use the authors' ``norm0.25`` gradient rescaling inside the ``with`` block.
-
-    The authors' capacity runs (``mps_mgpu_distSGD.py``, ``grad_mode =
-    "norm0.25"``) rescale small gradients of the merged tensor up to norm
-    ``numel**0.25`` before the step; with plain steps at their learning rate
-    (5e-3, one step per bond) training is several times slower. tnborn's
-    :class:`~tnborn.SweepTrainer` has no such option, so this context manager
-    temporarily replaces the public hook
-    :func:`tnborn.training.sweep.block_gradient_steps` that the trainer calls.
-
-    Parameters
-    ----------
-    enabled : bool
-        ``False``: do nothing (plain steps).
-
-    Yields
-    ------
-    bool
-        Whether the rule is in force.
-
-    Raises
-    ------
-    RuntimeError
-        If this tnborn's trainer no longer calls ``block_gradient_steps`` (the
-        replacement would silently do nothing); use plain steps then.
-    """
-    if not enabled:
-        yield False
-        return
-    from tnborn.training import sweep
-
-    names = set()
-    for name in ("update_bond", "_update_bond_once", "_half_sweep"):
-        fn = getattr(sweep.SweepTrainer, name, None)
-        if fn is not None:
-            names |= set(fn.__code__.co_names)
-    if "block_gradient_steps" not in names or not hasattr(sweep, "block_gradient_steps"):
-        raise RuntimeError(
-            "this version of tnborn.SweepTrainer does not call tnborn.training.sweep.block_gradient_steps, "
-            "so the authors' norm0.25 gradient rule cannot be applied; run with --grad-mode plain"
-        )
-    original = sweep.block_gradient_steps
-    sweep.block_gradient_steps = _norm025_gradient_steps
-    try:
-        yield True
-    finally:
-        sweep.block_gradient_steps = original
 
 
 class Stopwatch:

@@ -163,6 +163,7 @@ def train_one(max_bond: int, train: np.ndarray, test: np.ndarray, s: dict[str, A
                                          dtype=env["dtype"], device=env["device"])
     trainer = tnborn.SweepTrainer(model, lr=s["lr"], descent_steps=1, batch_size=None, cutoff=s["cutoff"],
                                   max_bond=max_bond, min_bond=s["min_bond"], seed=s["seed"],
+                                  gradient_rescale="none" if s["grad_mode"] == "plain" else s["grad_mode"],
                                   progress=False, callbacks=[bar])
     initial = model.nll(train)
     last, lr = initial, s["lr"]
@@ -224,41 +225,40 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     clock = C.Stopwatch()
     try:
-        with C.authors_gradient_rule(s["grad_mode"] == "norm0.25"):
-            for d in s["max_bonds"]:
-                t0 = clock()
-                model, rows, info = train_one(d, train, test, s, env, bar)
-                samples, _ = model.sample(args.samples, seed=args.seed)
-                tag = f"D{d}"
-                plotting.plot_samples(samples.cpu().numpy(), image_shape=(28, 28),
-                                      title=f"samples, Dmax={d}", path=out / f"samples_{tag}.png")
-                paper = PAPER_NLL.get(d)
-                plotting.plot_history(info["history"], path=out / f"history_{tag}.png",
-                                      title=f"capacity set, Dmax={d}",
-                                      reference={"paper": paper} if paper is not None else None)
-                tnborn.save(out / f"model_{tag}.tnb", model, extra={"script": SCRIPT, "max_bond": d})
-                bound, why = _bound(s["mode"], d, product)
-                final = rows[-1]
-                verdict = C.pass_fail(final["train_nll"], bound) if bound is not None else "-"
-                results.append({
-                    "max_bond": d,
-                    "train_nll": final["train_nll"],
-                    "test_nll": final["test_nll"],
-                    "paper_train_nll": paper,
-                    "difference_to_paper": None if paper is None else final["train_nll"] - paper,
-                    "loops": len(rows),
-                    "stopped": info["stopped"],
-                    "lr_decays": info["lr_decays"],
-                    "initial_nll": info["initial_nll"],
-                    "reached_max_bond": model.max_bond,
-                    "num_parameters": model.num_parameters(),
-                    "seconds": clock() - t0,
-                    "seconds_per_loop": float(np.mean([r["seconds"] for r in rows])),
-                    "bound": bound,
-                    "bound_rule": why,
-                    "verdict": verdict,
-                    "per_loop": rows,
-                })
+        for d in s["max_bonds"]:
+            t0 = clock()
+            model, rows, info = train_one(d, train, test, s, env, bar)
+            samples, _ = model.sample(args.samples, seed=args.seed)
+            tag = f"D{d}"
+            plotting.plot_samples(samples.cpu().numpy(), image_shape=(28, 28),
+                                  title=f"samples, Dmax={d}", path=out / f"samples_{tag}.png")
+            paper = PAPER_NLL.get(d)
+            plotting.plot_history(info["history"], path=out / f"history_{tag}.png",
+                                  title=f"capacity set, Dmax={d}",
+                                  reference={"paper": paper} if paper is not None else None)
+            tnborn.save(out / f"model_{tag}.tnb", model, extra={"script": SCRIPT, "max_bond": d})
+            bound, why = _bound(s["mode"], d, product)
+            final = rows[-1]
+            verdict = C.pass_fail(final["train_nll"], bound) if bound is not None else "-"
+            results.append({
+                "max_bond": d,
+                "train_nll": final["train_nll"],
+                "test_nll": final["test_nll"],
+                "paper_train_nll": paper,
+                "difference_to_paper": None if paper is None else final["train_nll"] - paper,
+                "loops": len(rows),
+                "stopped": info["stopped"],
+                "lr_decays": info["lr_decays"],
+                "initial_nll": info["initial_nll"],
+                "reached_max_bond": model.max_bond,
+                "num_parameters": model.num_parameters(),
+                "seconds": clock() - t0,
+                "seconds_per_loop": float(np.mean([r["seconds"] for r in rows])),
+                "bound": bound,
+                "bound_rule": why,
+                "verdict": verdict,
+                "per_loop": rows,
+            })
     finally:
         bar.close()
 

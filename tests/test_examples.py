@@ -127,36 +127,6 @@ def test_missing_data_gives_exit_code_2(examples, tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-def test_authors_gradient_rule_is_scoped(examples):
-    from tnborn.training import sweep
-
-    original = sweep.block_gradient_steps
-    with examples["common"].authors_gradient_rule(True) as on:
-        assert on and sweep.block_gradient_steps is not original
-    assert sweep.block_gradient_steps is original
-
-
-def test_norm025_step_matches_formula(examples):
-    """One authors' step on a random block equals the formula written out by hand."""
-    import torch
-
-    gen = torch.Generator().manual_seed(0)
-    m = torch.randn(6, 3, generator=gen, dtype=torch.float64)
-    m = m / torch.linalg.vector_norm(m)
-    f = torch.randn(20, 6, generator=gen, dtype=torch.float64)
-    r = torch.randn(20, 3, generator=gen, dtype=torch.float64)
-    lr = 0.01
-    got = examples["common"]._norm025_gradient_steps(m, f, r, [slice(None)], lr)
-    psi = torch.einsum("bk,kd,bd->b", f, m, r)
-    g = torch.einsum("bk,bd->kd", f, r / psi[:, None]) / 20 - m
-    gn = torch.linalg.vector_norm(g) / 18 ** 0.25
-    if gn < 1:
-        g = g / gn
-    want = m + 2 * lr * g
-    want = want / torch.linalg.vector_norm(want)
-    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
-
-
 # --------------------------------------------------------------------------- scripts (smoke mode)
 def test_capacity_smoke(examples, tmp_path):
     assert examples["capacity"].main(_common_args(tmp_path)) == 0
