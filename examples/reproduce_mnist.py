@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-bond", type=int, default=None, help="bond-dimension cap (full 30, quick 10)")
     p.add_argument("--loops", type=int, default=None,
                    help="loops in total, the start loop included (full 10, quick 2)")
+    p.add_argument("--gradient-rescale", choices=["none", "norm0.25"], default="none",
+                   help="step rule after the start loop: plain gradient steps (ALGORITHM.md) or the "
+                        "authors' capacity-run rule norm0.25 (SweepSettings.gradient_rescale)")
     p.add_argument("--start-cutoff", type=float, default=0.3, help="cutoff of the start loop")
     p.add_argument("--start-lr", type=float, default=0.05, help="learning rate of the start loop")
     p.add_argument("--start-batch", type=int, default=100, help="batch size of the start loop")
@@ -109,7 +112,8 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
         "min_bond": 2,
         "descent_steps": args.descent_steps,
         "start": {"loops": 1, "cutoff": args.start_cutoff, "lr": args.start_lr, "batch_size": start_batch},
-        "main": {"cutoff": args.cutoff, "lr": args.lr, "batch_size": batch},
+        "main": {"cutoff": args.cutoff, "lr": args.lr, "batch_size": batch,
+                 "gradient_rescale": getattr(args, "gradient_rescale", "none")},
         "seed": args.seed,
     }
 
@@ -157,7 +161,7 @@ def train_mnist(train: np.ndarray, test: np.ndarray | None, s: dict[str, Any], e
             trainer.fit(train, first, test_data=test)
         if s["loops"] > first:
             trainer.fit(train, s["loops"] - first, test_data=test, lr=mn["lr"], cutoff=mn["cutoff"],
-                        batch_size=mn["batch_size"])
+                        batch_size=mn["batch_size"], gradient_rescale=mn.get("gradient_rescale", "none"))
     finally:
         bar.close()
     return model, trainer
