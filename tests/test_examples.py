@@ -219,3 +219,15 @@ def test_compare_geometries_smoke(examples, tmp_path):
             assert tree["max_bond"] <= 2
             _assert_png(tmp_path / "comparison.png")
     assert "| mps |" in (tmp_path / "comparison.md").read_text()
+
+
+def test_capacity_quick_mode_max_bond_10(examples, tmp_path):
+    """The capacity curve's quick mode (Dmax 10, all 1000 images) meets its stated bound."""
+    args = ["--quick", "--no-progress", "--out", str(tmp_path), "--data-dir", str(SHARED_DATA),
+            "--threads", "1"]
+    assert examples["capacity"].main(args) == 0
+    summary = _load(tmp_path / "capacity.json")
+    (row,) = summary["results"]
+    assert row["max_bond"] == 10
+    assert row["bound"] == pytest.approx(examples["capacity"].QUICK_BOUND)
+    assert row["verdict"] == "PASS" and row["train_nll"] <= row["bound"]
