@@ -21,8 +21,8 @@ import torch
 from ..backend import check_integer, check_seed, make_generator, resolve_device, resolve_dtype
 from ..environments import Message, node_message
 from ..errors import ConfigError, NumericalError
-from ..interface import (BornMachine, SplitInfo, TwoSiteBlock, check_split_finite, draw_categorical,
-                         truncation_rank)
+from ..interface import BornMachine, TwoSiteBlock
+from ..primitives import SplitInfo, check_split_finite, draw_categorical, truncation_rank
 from ..registry import register_geometry
 from . import _mps_kernels as kern
 

@@ -47,7 +47,8 @@ import torch
 
 from ..backend import check_integer, check_seed, make_generator, resolve_device, resolve_dtype
 from ..errors import ConfigError, NumericalError
-from ..interface import BornMachine, SplitInfo, TwoSiteBlock, draw_categorical
+from ..interface import BornMachine, TwoSiteBlock
+from ..primitives import SplitInfo, draw_categorical
 from ..registry import register_geometry
 from ._tree_structure import (
     _apply_env,
