@@ -256,6 +256,9 @@ class TorchDistributedCommunicator(Communicator):
     def close(self) -> None:
         """Destroy the default process group if :func:`init_from_env` created it."""
         if self.owns_group and self._dist.is_initialized():
+            # all ranks leave together: a rank tearing down gloo while a peer still
+            # talks to it (or to the store rank 0 hosts) aborts that peer
+            self._dist.barrier()
             self._dist.destroy_process_group()
             self.owns_group = False
 
