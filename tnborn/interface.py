@@ -39,7 +39,7 @@ import numpy as np
 import quimb.tensor as qtn
 import torch
 
-from .backend import check_integer, check_seed, dtype_name, resolve_device, resolve_dtype, to_numpy
+from .backend import check_integer, dtype_name, make_generator, resolve_device, resolve_dtype, to_numpy
 from .contraction import contract_log_scaled, onehot
 from .data import validate_binary
 from .errors import ConfigError, DataError, DeviceError, NumericalError
@@ -728,13 +728,7 @@ class BornMachine(abc.ABC):
                     "create it with torch.Generator(device=model.device)"
                 )
             return generator
-        seed = check_seed(seed)
-        gen = torch.Generator(device=self.device)
-        if seed is None:
-            gen.seed()
-        else:
-            gen.manual_seed(seed)
-        return gen
+        return make_generator(seed, self.device)
 
     def sampling_order(self) -> list[int]:
         """Order in which the generic sampler fixes the variables.

@@ -33,11 +33,12 @@ from typing import Any
 import torch
 
 from ..backend import dtype_name, to_numpy
-from ..distributed import (Communicator, LocalCommunicator, check_agreement, data_parallel_loss_and_grads,
+from ..distributed import (Communicator, check_agreement, data_parallel_loss_and_grads,
                            sharded_nll)
 from ..errors import ConfigError, DataError, NumericalError
 from ..interface import BornMachine
-from .callbacks import Callback, ProgressBar
+from ._setup import setup_trainer
+from .callbacks import Callback
 
 __all__ = ["GradientSettings", "GradientTrainer", "batch_nll", "rescale_to_unit_norm"]
 
@@ -273,22 +274,13 @@ class GradientTrainer:
         communicator: Communicator | None = None,
         **overrides: Any,
     ):
-        if not isinstance(model, BornMachine):
-            raise ConfigError(f"model must be a tnborn BornMachine, got {type(model).__name__}")
-        if communicator is not None and not isinstance(communicator, Communicator):
-            raise ConfigError(f"communicator must be a tnborn Communicator, got {type(communicator).__name__}")
-        self.communicator = communicator or LocalCommunicator()
-        if not self.communicator.is_main:
-            progress = False
+        self.communicator, self.callbacks = setup_trainer(model, communicator, callbacks, progress)
         settings = settings or GradientSettings()
         if not isinstance(settings, GradientSettings):
             raise ConfigError(f"settings must be a GradientSettings, got {type(settings).__name__}")
         _check_keys(overrides)
         self.model = model
         self.settings = replace(settings, **overrides).validate()
-        self.callbacks = list(callbacks or [])
-        if progress is not False and not any(isinstance(c, ProgressBar) for c in self.callbacks):
-            self.callbacks.append(ProgressBar(enabled=progress))
         self.history: list[dict[str, Any]] = []
         self.epochs_done = 0
         self.steps_done = 0

@@ -31,12 +31,13 @@ import numpy as np
 import torch
 
 from ..backend import to_numpy
-from ..distributed import (Communicator, LocalCommunicator, check_agreement, distributed_gradient_steps,
+from ..distributed import (Communicator, check_agreement, distributed_gradient_steps,
                            reduce_mean, shard_batches)
 from ..environments import EnvironmentCache
 from ..errors import ConfigError, DataError, NumericalError, PrecisionWarning
 from ..interface import BornMachine, TwoSiteBlock
-from .callbacks import Callback, ProgressBar
+from ._setup import setup_trainer
+from .callbacks import Callback
 
 __all__ = ["SweepSettings", "SweepTrainer", "block_gradient_steps", "rescaled_gradient_steps", "GRADIENT_RESCALE_RULES"]
 
@@ -417,13 +418,7 @@ class SweepTrainer:
         communicator: Communicator | None = None,
         **overrides: Any,
     ):
-        if not isinstance(model, BornMachine):
-            raise ConfigError(f"model must be a tnborn BornMachine, got {type(model).__name__}")
-        if communicator is not None and not isinstance(communicator, Communicator):
-            raise ConfigError(f"communicator must be a tnborn Communicator, got {type(communicator).__name__}")
-        self.communicator = communicator or LocalCommunicator()
-        if not self.communicator.is_main:
-            progress = False
+        self.communicator, self.callbacks = setup_trainer(model, communicator, callbacks, progress)
         if settings is not None and not isinstance(settings, SweepSettings):
             raise ConfigError(f"settings must be a SweepSettings, got {type(settings).__name__}")
         if not getattr(model, "is_tree", False):
@@ -439,9 +434,6 @@ class SweepTrainer:
             )
         self.model = model
         self.settings = replace(settings, **overrides).validate()
-        self.callbacks = list(callbacks or [])
-        if progress is not False and not any(isinstance(c, ProgressBar) for c in self.callbacks):
-            self.callbacks.append(ProgressBar(enabled=progress))
         self.history: list[dict[str, Any]] = []
         self.half_sweeps_done = 0
         self.stop_training = False
@@ -733,7 +725,7 @@ class SweepTrainer:
         try:
             for _ in range(loops):
                 for half in schedule:
-                    record = self._half_sweep(cache, half, len(schedule), test)
+                    self._half_sweep(cache, half, len(schedule), test)
                     if self.stop_training:
                         break
                 if self.stop_training:
