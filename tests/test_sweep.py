@@ -387,16 +387,79 @@ def test_norm025_rescaled_step_matches_formula():
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
 
 
-def test_gradient_rescale_setting_is_validated_and_used():
+def _one_sample_block(eps: float, seed: int = 0):
+    """A one-row design ``(f, r)`` and a unit block ``M`` at angle ~``eps`` from its optimum.
+
+    With one sample, ``psi = f M r^T`` and ``G = f^T r / psi``; at
+    ``M* = f^T r / (||f|| ||r||)`` the half-gradient ``g = G - M`` is exactly zero,
+    so a perturbation of size ``eps`` gives ``||g|| = O(eps)``: the size of ``g``
+    is built in, not found by a run.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    f = torch.randn(1, 4, generator=gen, dtype=torch.float64)
+    r = torch.randn(1, 3, generator=gen, dtype=torch.float64)
+    opt = f.T @ r / (torch.linalg.vector_norm(f) * torch.linalg.vector_norm(r))
+    w = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    w = w - (w * opt).sum() * opt  # orthogonal to the optimum
+    m = opt + eps * w / torch.linalg.vector_norm(w)
+    return m / torch.linalg.vector_norm(m), f, r
+
+
+def _half_gradient(m, f, r):
+    psi = ((f @ m) * r).sum(dim=1)
+    return f.T @ (r / psi[:, None]) / f.shape[0] - m
+
+
+def test_gradient_rescale_rule_arithmetic_where_it_acts():
+    from tnborn.training.sweep import rescaled_gradient_steps
+
+    lr = 0.01
+    scale = 12 ** 0.25  # numel(M) ** 0.25 for a 4 x 3 block
+    # small direction: ||g|| / scale << 1, so the rule rescales g to norm `scale`
+    m, f, r = _one_sample_block(1e-3)
+    g = _half_gradient(m, f, r)
+    ratio = float(torch.linalg.vector_norm(g)) / scale
+    assert 0.0 < ratio < 0.1  # the case is built so the rule acts
+    expected = m + 2 * lr * g / ratio
+    expected = expected / torch.linalg.vector_norm(expected)
+    got = rescaled_gradient_steps(m, f, r, [slice(0, 1)], lr)
+    assert torch.allclose(got, expected, rtol=0, atol=tol(torch.float64, "exact"))
+    plain = block_gradient_steps(m, f, r, [slice(0, 1)], lr)
+    # the rescaled step moves M by ~2 lr scale, the plain one by ~2 lr ||g||: far apart
+    assert float(torch.linalg.vector_norm(got - plain)) > 0.5 * 2 * lr * scale
+    # large direction (M far from its optimum): ||g|| / scale > 1, the rule leaves the plain step
+    m, f, r = _one_sample_block(3.0)
+    g = _half_gradient(m, f, r)
+    assert float(torch.linalg.vector_norm(g)) / scale > 1.0
+    got = rescaled_gradient_steps(m, f, r, [slice(0, 1)], lr)
+    plain = block_gradient_steps(m, f, r, [slice(0, 1)], lr)
+    assert torch.allclose(got, plain, rtol=0, atol=tol(torch.float64, "exact"))
+
+
+def test_gradient_rescale_setting_is_validated_and_used(monkeypatch):
+    import tnborn.training.sweep as sweep_module
     from tnborn.errors import ConfigError
 
     with pytest.raises(ConfigError, match="gradient_rescale must be one of"):
         tnborn.SweepSettings(gradient_rescale="norm0.5").validate()
     data = tnborn.bars_and_stripes(2, 3)
-    plain = tnborn.MPSBornMachine.random(6, 2, seed=0)
-    rescaled = plain.copy()
-    tnborn.SweepTrainer(plain, lr=5e-3, descent_steps=1, cutoff=0.0, progress=False).fit(data, loops=1)
-    tnborn.SweepTrainer(rescaled, lr=5e-3, descent_steps=1, cutoff=0.0, progress=False,
+    calls = {"rescaled": 0, "plain": 0}
+    real_rescaled, real_plain = sweep_module.rescaled_gradient_steps, sweep_module.block_gradient_steps
+
+    def spy_rescaled(*args):
+        calls["rescaled"] += 1
+        return real_rescaled(*args)
+
+    def spy_plain(*args):
+        calls["plain"] += 1
+        return real_plain(*args)
+
+    monkeypatch.setattr(sweep_module, "rescaled_gradient_steps", spy_rescaled)
+    monkeypatch.setattr(sweep_module, "block_gradient_steps", spy_plain)
+    model = tnborn.MPSBornMachine.random(6, 2, seed=0)
+    tnborn.SweepTrainer(model.copy(), lr=5e-3, descent_steps=1, cutoff=0.0, progress=False,
                         gradient_rescale="norm0.25").fit(data, loops=1)
-    # the rescaled rule takes larger steps, so it learns faster at the same small lr
-    assert rescaled.nll(data) < plain.nll(data)
+    assert calls == {"rescaled": 2 * (6 - 2), "plain": 0}  # every bond update of the loop
+    calls.update(rescaled=0, plain=0)
+    tnborn.SweepTrainer(model.copy(), lr=5e-3, descent_steps=1, cutoff=0.0, progress=False).fit(data, loops=1)
+    assert calls == {"rescaled": 0, "plain": 2 * (6 - 2)}

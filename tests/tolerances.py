@@ -9,13 +9,19 @@ that a change of precision policy is made in one place.
 ``gauge``      invariance under exact gauge moves (moving the canonical centre).
 ``gradient``   closed-form gradient vs autograd of the enumerated loss.
 ``logp_drift`` float32 vs float64 log-probability of a long chain (N = 784), nats.
+
+Where a comparison's accuracy depends on the size of the computation or on the
+conditioning of what is compared, derive the bound with :func:`rounding_bound`
+(unit roundoff times the number of rounded operations, times a safety factor)
+instead of taking a literal from the table: a literal that one CPU happened to
+meet can fail on another BLAS.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["TOL", "tol"]
+__all__ = ["TOL", "rounding_bound", "tol", "unit_roundoff"]
 
 TOL: dict[torch.dtype, dict[str, float]] = {
     torch.float64: {
@@ -68,3 +74,54 @@ def tol(dtype: torch.dtype | str, kind: str = "exact") -> float:
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     return TOL[dtype][kind]
+
+
+
+def unit_roundoff(dtype: torch.dtype | str) -> float:
+    """Return the unit roundoff (machine epsilon / 2) of ``dtype``.
+
+    Parameters
+    ----------
+    dtype : torch.dtype or str
+        A floating or complex dtype.
+
+    Returns
+    -------
+    float
+        ``u`` such that a correctly rounded operation has relative error at most ``u``.
+    """
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    real = torch.empty((), dtype=dtype).real.dtype
+    return torch.finfo(real).eps / 2
+
+
+#: Safety factor on the first-order rounding bound: covers the constants of
+#: blocked BLAS kernels (different summation orders on different CPUs).
+ROUNDING_SAFETY = 64.0
+
+
+def rounding_bound(dtype: torch.dtype | str, operations: float, scale: float = 1.0) -> float:
+    """Absolute error bound for a quantity of size ``scale`` after ``operations`` rounded steps.
+
+    The first-order bound ``operations * u * scale`` of backward-stable
+    arithmetic (each step has relative error at most ``u``; ``u`` from
+    :func:`unit_roundoff`), times :data:`ROUNDING_SAFETY`. It depends only on
+    the size of the computation, never on what one machine produced.
+
+    Parameters
+    ----------
+    dtype : torch.dtype or str
+        The dtype of the computation.
+    operations : float
+        The number of rounded steps each result passes through (gates applied,
+        sites contracted, terms summed ...).
+    scale : float
+        The magnitude the errors are relative to (for a normalised state: 1).
+
+    Returns
+    -------
+    float
+        The absolute tolerance.
+    """
+    return ROUNDING_SAFETY * float(operations) * unit_roundoff(dtype) * float(scale)

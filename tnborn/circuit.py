@@ -702,7 +702,9 @@ def simulate_circuit(
     if method == "dense":
         if n > _DENSE_MAX_QUBITS:
             raise ConfigError(f"dense simulation of {n} qubits is too large (max {_DENSE_MAX_QUBITS}); use method='mps'")
-        circ = qtn.Circuit(n)
+        # keep every gate whole: quimb's default ("auto-split-gate") splits gates by an SVD
+        # with its default cutoff, a truncation whose effect depends on rounding
+        circ = qtn.Circuit(n, gate_contract=False)
     elif method == "mps":
         circ = qtn.CircuitMPS(n, max_bond=max_bond, cutoff=cutoff)
     else:
