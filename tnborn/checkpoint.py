@@ -183,7 +183,7 @@ def load(
         center = tuple(center) if isinstance(center, list) else center
         if center not in set(model.nodes()):
             raise CheckpointError(f"{path}: stored centre {center!r} is not a node of the model")
-    model._center = center
+    model.set_center(center)
     return model
 
 

@@ -589,17 +589,13 @@ def data_parallel_loss_and_grads(
     """
     start, stop = comm.shard(x.shape[0])
     local = rows[(rows >= start) & (rows < stop)].to(x.device)
-    center = model._center
-    model._center = None  # log Z without the canonical shortcut (see gradient.batch_nll)
-    try:
+    with model.ignoring_center():  # log Z without the canonical shortcut (see gradient.batch_nll)
         loss = torch.zeros((), dtype=torch.float64, device=x.device)
         if comm.is_main:
             loss = loss + model.log_norm()
         if local.shape[0]:
             log_abs, _ = model.log_amplitude(x[local])
             loss = loss - (2.0 / rows.shape[0]) * log_abs.sum()
-    finally:
-        model._center = center
     value = comm.all_reduce_sum(loss.detach().clone().reshape(1))
     if not bool(torch.isfinite(value).all()):
         raise NumericalError(

@@ -30,6 +30,7 @@ test suite checks the fast path against the generic one.
 from __future__ import annotations
 
 import abc
+import contextlib
 import math
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
@@ -274,6 +275,49 @@ class BornMachine(abc.ABC):
     def center(self) -> Node | None:
         """The current orthogonality centre, or ``None`` if not canonical."""
         return self._center
+
+    def set_center(self, node: Node | None) -> None:
+        """Declare that the network is already canonical about ``node``.
+
+        For code that restores tensors it saved itself (a checkpoint, a
+        snapshot taken before a failed update). Nothing is checked or moved:
+        use :meth:`move_center` to bring the network into canonical form.
+
+        Parameters
+        ----------
+        node : hashable or None
+            A node of the network, or ``None`` for "not canonical".
+        """
+        if node is not None and node not in set(self.nodes()):
+            raise ConfigError(f"{node!r} is not a node of this {self.geometry} model")
+        self._center = node
+
+    def drop_center(self) -> None:
+        """Forget the canonical form (after the tensors were changed from outside).
+
+        Every quantity is then computed by exact contraction until
+        :meth:`move_center` restores a centre.
+        """
+        self._center = None
+
+    @contextlib.contextmanager
+    def ignoring_center(self):
+        """Context in which the canonical centre is not used (and restored afterwards).
+
+        Inside it, :meth:`log_norm` contracts the whole network, so that autograd
+        sees ``Z`` as a function of every tensor.
+
+        Yields
+        ------
+        BornMachine
+            The model itself.
+        """
+        center = self._center
+        self._center = None
+        try:
+            yield self
+        finally:
+            self._center = center
 
     def node_variables(self, node: Node) -> tuple[int, ...]:
         """Variables whose physical index sits on ``node``.

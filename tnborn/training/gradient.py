@@ -14,7 +14,7 @@ canonical form, so it trains geometries with loops such as the PEPS, and it
 never changes bond dimensions (no SVD).
 
 Before every gradient evaluation the canonical centre is forgotten
-(``model._center = None``): a centre lets a geometry read ``log Z`` off one
+(:meth:`~tnborn.BornMachine.drop_center`): a centre lets a geometry read ``log Z`` off one
 tensor, which is correct only while the other tensors are isometries, and a
 gradient step on all tensors breaks that. After every epoch all tensors are
 multiplied by one common factor so that ``Z = 1`` (no gauge change, bond
@@ -150,13 +150,9 @@ def batch_nll(model: BornMachine, x: torch.Tensor) -> torch.Tensor:
     torch.Tensor
         Real scalar (``inf`` if some ``psi(x_b) = 0``).
     """
-    center = model._center
-    model._center = None
-    try:
+    with model.ignoring_center():
         log_abs, _ = model.log_amplitude(x)
         return model.log_norm() - 2.0 * log_abs.mean()
-    finally:
-        model._center = center
 
 
 @torch.no_grad()
@@ -176,7 +172,7 @@ def rescale_to_unit_norm(model: BornMachine) -> float:
     float
         ``log Z`` before the rescaling.
     """
-    model._center = None
+    model.drop_center()
     log_z = float(model.log_norm())
     if not math.isfinite(log_z):
         raise NumericalError(f"cannot normalise the model: log Z = {log_z}")
@@ -405,7 +401,7 @@ class GradientTrainer:
             self._perm, self._pointer = None, 0
         b = self.settings.batch_size
         steps_per_epoch = 1 if b is None else -(-n // b)
-        model._center = None
+        model.drop_center()
         self.stop_training = False
         self._attach()
         try:
@@ -417,7 +413,7 @@ class GradientTrainer:
                     break
         finally:
             self._detach()
-            model._center = None
+            model.drop_center()
             for cb in self.callbacks:
                 cb.on_fit_end(self)
         return self.history

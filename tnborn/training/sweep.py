@@ -615,7 +615,7 @@ class SweepTrainer:
         model = self.model
         for node, data, inds in snap["tensors"]:
             model.node_tensor(node).modify(data=data, inds=inds)
-        model._center = snap["center"]
+        model.set_center(snap["center"])
         self._perm, self._pointer = snap["perm"], snap["pointer"]
         self._generator.set_state(snap["generator"])
         if snap["all"]:
