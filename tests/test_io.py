@@ -666,3 +666,227 @@ def test_sigkill_during_save_never_leaves_a_broken_checkpoint(tmp_path: pathlib.
                 stream.close()
     # the test is only meaningful if some kills hit a save in progress
     assert killed_mid_write >= 1
+
+
+# ---------------------------------------------------------------------------
+# what an atomic write may replace
+# ---------------------------------------------------------------------------
+
+
+def test_symlink_is_followed_and_kept(tmp_path: pathlib.Path) -> None:
+    target = tmp_path / "real.txt"
+    target.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target.name)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and os.readlink(link) == target.name
+    assert target.read_text() == "new"
+    assert sorted(os.listdir(tmp_path)) == ["link.txt", "real.txt"]
+
+
+def test_chain_of_links_and_dangling_link(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "sub").mkdir()
+    end = tmp_path / "sub" / "end.bin"
+    (tmp_path / "l1").symlink_to(tmp_path / "l2")
+    (tmp_path / "l2").symlink_to(end)  # dangling: end does not exist yet
+    atomic_write_bytes(tmp_path / "l1", b"abc")
+    assert end.read_bytes() == b"abc"
+    assert (tmp_path / "l1").is_symlink() and (tmp_path / "l2").is_symlink()
+
+
+def test_fifo_is_refused_and_kept(tmp_path: pathlib.Path) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"is a FIFO \(named pipe\), not a regular file"):
+        atomic_write_bytes(fifo, b"x")
+    link = tmp_path / "to_pipe"
+    link.symlink_to(fifo)
+    with pytest.raises(ConfigError, match=r"the target of the link .*is a FIFO"):
+        save_arrays(link, {"a": np.zeros(2)}, {})
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and link.is_symlink()
+    assert sorted(os.listdir(tmp_path)) == ["pipe", "to_pipe"]  # no temporary file left
+
+
+def test_directory_is_refused(tmp_path: pathlib.Path) -> None:
+    (tmp_path / "d").mkdir()
+    with pytest.raises(ConfigError, match=r"is a directory, not a regular file"):
+        atomic_write_text(tmp_path / "d", "x")
+    assert os.listdir(tmp_path / "d") == []
+
+
+@pytest.mark.parametrize("device", ["/dev/null", "/dev/full"])
+def test_device_node_is_never_replaced(device: str) -> None:
+    if not os.path.exists(device) or not stat.S_ISCHR(os.stat(device).st_mode):
+        pytest.skip(f"{device} is not a character device here")
+    before = os.stat(device)
+    with pytest.raises(ConfigError, match=r"is a character device, not a regular file"):
+        atomic_write_bytes(device, b"x")
+    after = os.stat(device)
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev and after.st_ino == before.st_ino
+
+
+def test_check_not_input_sees_links_and_spellings(tmp_path: pathlib.Path, monkeypatch) -> None:
+    src = tmp_path / "model.tnb"
+    src.write_bytes(b"data")
+    hard = tmp_path / "hard.tnb"
+    os.link(src, hard)
+    soft = tmp_path / "soft.tnb"
+    soft.symlink_to(src)
+    monkeypatch.chdir(tmp_path)
+    for out in (src, hard, soft, "./model.tnb", "sub/../model.tnb"):
+        with pytest.raises(ConfigError, match=r"is the input file"):
+            tio.check_not_input(out, [None, src], what="--out")
+    tio.check_not_input(tmp_path / "other.tnb", [src, None])  # a new path
+    (tmp_path / "copy.tnb").write_bytes(b"data")  # equal content, another file
+    tio.check_not_input(tmp_path / "copy.tnb", [src])
+
+
+# ---------------------------------------------------------------------------
+# bounded reading: forged sizes, zip bombs, special files, deep headers
+# ---------------------------------------------------------------------------
+
+
+def _npy_header(shape, descr="<f8") -> bytes:
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": descr, "fortran_order": False, "shape": shape})
+    return buf.getvalue()
+
+
+def forge_huge_checkpoint(path: pathlib.Path, *, side: int = 2**20) -> pathlib.Path:
+    """A checkpoint whose header (validly checksummed), ``.npy`` header and zip64 sizes all
+    declare a ``side x side`` float64 array (8 TiB for the default) that the file does not hold."""
+    shape = [side, side]
+    nbytes = side * side * 8
+    header_npy = _npy_header(tuple(shape))
+    table = [{"name": "w", "entry": "arrays/000000.npy", "dtype": "<f8", "shape": shape,
+              "nbytes": nbytes, "sha256": "0" * 64}]
+    meta = {"step": 1}
+    header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "created_utc": "2026-01-01T00:00:00+00:00",
+              "metadata": meta, "arrays": table, "checksum": tio._header_checksum(table, meta)}
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(HEADER_ENTRY, json.dumps(header))
+        zf.writestr("arrays/000000.npy", header_npy + b"\0" * 64)
+        zf.filelist[-1].file_size = nbytes + len(header_npy)  # the central directory (zip64) lies
+    return path
+
+
+def forge_zip_bomb(path: pathlib.Path, *, inflated: int = 64 * 2**20, honest_size: bool = True) -> pathlib.Path:
+    """A checkpoint whose header declares a (2, 2) float64 array, but whose deflated entry
+    inflates to `inflated` bytes of zeros (a ``.npy`` declaring that many bytes).
+
+    With ``honest_size`` the archive directory states the inflated size; without it, it
+    states the size the header expects (so only the entry's own ``.npy`` header tells)."""
+    rows = inflated // 8
+    header_npy = _npy_header((rows,))
+    small = np.zeros((2, 2))
+    table = [{"name": "w", "entry": "arrays/000000.npy", "dtype": "<f8", "shape": [2, 2],
+              "nbytes": 32, "sha256": tio._array_sha256(small)}]
+    meta = {"step": 1}
+    header = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "created_utc": "2026-01-01T00:00:00+00:00",
+              "metadata": meta, "arrays": table, "checksum": tio._header_checksum(table, meta)}
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(HEADER_ENTRY, json.dumps(header))
+        with zf.open(zipfile.ZipInfo("arrays/000000.npy"), "w", force_zip64=True) as member:
+            member._compress_type = zipfile.ZIP_DEFLATED  # noqa: SLF001 - set before any byte is written
+            member._compressor = zipfile._get_compressor(zipfile.ZIP_DEFLATED)  # noqa: SLF001
+            member._zinfo.compress_type = zipfile.ZIP_DEFLATED  # noqa: SLF001
+            member.write(header_npy)
+            chunk = bytes(2**20)
+            for _ in range(inflated // len(chunk)):
+                member.write(chunk)
+        if not honest_size:
+            zf.filelist[-1].file_size = 32 + len(header_npy)
+    return path
+
+
+def forge_deep_header(path: pathlib.Path, depth: int = 100_000) -> pathlib.Path:
+    """A checkpoint archive whose header.json nests `depth` lists."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(HEADER_ENTRY, "[" * depth + "]" * depth)
+    return path
+
+
+def test_forged_huge_sizes_are_refused_before_allocating(tmp_path: pathlib.Path) -> None:
+    bad = forge_huge_checkpoint(tmp_path / "huge.tnb")
+    assert bad.stat().st_size < 4096
+    with pytest.raises(CheckpointError, match=r"declares 8796093022208 bytes of arrays, more than the limit"):
+        load_arrays(bad)
+    # under a large enough limit, the archive's own sizes give it away
+    with pytest.raises(CheckpointError, match=r"the archive directory is corrupted or forged"):
+        load_arrays(bad, max_bytes=2**50)
+
+
+def test_memory_limit_default_and_override(monkeypatch) -> None:
+    monkeypatch.delenv("TNBORN_MAX_LOAD_BYTES", raising=False)
+    assert tio.memory_limit() > 2**20
+    monkeypatch.setenv("TNBORN_MAX_LOAD_BYTES", "123")
+    assert tio.memory_limit() == 123
+
+
+def test_limit_applies_to_a_good_file(good: pathlib.Path) -> None:
+    total = sum(rec["nbytes"] for rec in read_header(good)["arrays"])
+    load_arrays(good, max_bytes=total)
+    with pytest.raises(CheckpointError, match=rf"declares {total} bytes of arrays, more than the limit of {total - 1}"):
+        load_arrays(good, max_bytes=total - 1)
+
+
+def test_zip_bomb_is_not_inflated(tmp_path: pathlib.Path) -> None:
+    import tracemalloc
+
+    honest = forge_zip_bomb(tmp_path / "bomb.tnb", inflated=64 * 2**20)
+    lying = forge_zip_bomb(tmp_path / "bomb2.tnb", inflated=64 * 2**20, honest_size=False)
+    assert honest.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(CheckpointError, match=r"entry declares \d+ bytes, but the header says 32 bytes"):
+            load_arrays(honest)
+        # zipfile stops at the (forged) declared size, and the CRC-32 then fails
+        with pytest.raises(CheckpointError, match=r"array 'w' is corrupted \(archive integrity check failed"):
+            load_arrays(lying)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20, peak  # 64 MiB would be inflated by a whole read
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_special_files_are_refused_unopened(tmp_path: pathlib.Path, kind: str) -> None:
+    if kind == "fifo":
+        path = tmp_path / "pipe.tnb"
+        os.mkfifo(path)  # opening it for reading would block
+        match = r"is a FIFO \(named pipe\), not a regular file"
+    else:
+        path = pathlib.Path("/dev/zero")
+        if not path.exists():
+            pytest.skip("no /dev/zero")
+        match = r"is a character device, not a regular file"
+    with pytest.raises(CheckpointError, match=match):
+        read_header(path)
+    with pytest.raises(CheckpointError, match=match):
+        load_arrays(path)
+
+
+def test_deeply_nested_header(tmp_path: pathlib.Path) -> None:
+    for depth in (100_000, tio.MAX_HEADER_DEPTH + 1):
+        bad = forge_deep_header(tmp_path / f"deep{depth}.tnb", depth)
+        with pytest.raises(CheckpointError, match=r"JSON nested more than 100 levels deep"):
+            read_header(bad)
+
+
+def test_header_over_the_size_cap(good: pathlib.Path, monkeypatch) -> None:
+    size = zipfile.ZipFile(good).getinfo(HEADER_ENTRY).file_size
+    monkeypatch.setattr(tio, "MAX_HEADER_BYTES", size - 1)
+    with pytest.raises(CheckpointError, match=rf"header declares {size} bytes, more than the limit"):
+        read_header(good)
+    monkeypatch.setattr(tio, "MAX_HEADER_BYTES", size)
+    read_header(good)
+
+
+def test_object_dtype_inside_an_entry_is_refused(good: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    rec = _entry_of(read_header(good), "u8")
+    obj = _npy_header((16, 16), descr="|O") + b"\0" * 256
+    bad = _rewrite(good, tmp_path / "obj.tnb", replace={rec["entry"]: obj})
+    with pytest.raises(CheckpointError, match=r"declares an object \(pickled\) dtype"):
+        load_arrays(bad)

@@ -32,6 +32,34 @@ The file is a ZIP archive (readable without :mod:`pickle`) containing
 All files are written atomically (temporary file in the target folder,
 ``fsync``, :func:`os.replace`), so an interrupted write never leaves a partial
 file at the target path: it holds either the previous content or the new one.
+
+What a write may replace
+------------------------
+:func:`atomic_open` (and everything built on it) writes only regular files:
+
+- a new path, or an existing regular file, is written atomically;
+- a symbolic link is followed (also through chains of links): the file it
+  finally points to is written atomically, the link itself is kept; a
+  dangling link creates the file it names;
+- a directory, character or block device (``/dev/null``, ``/dev/full``),
+  FIFO or socket at the path (or at the end of a link) is refused with a
+  :class:`~tnborn.errors.ConfigError` before anything is written, so a device
+  node is never turned into a regular file.
+
+:func:`check_not_input` refuses an output path that names an input file
+(the same file by :func:`os.path.samefile`: through hard links, symbolic
+links or another spelling of the path).
+
+Bounded reading
+---------------
+:func:`read_header` and :func:`load_arrays` read regular files only (a
+FIFO or ``/dev/zero`` is refused before it is opened), read the header with
+a cap of :data:`MAX_HEADER_BYTES` and a nesting limit of
+:data:`MAX_HEADER_DEPTH`, and check every array's declared size against the
+header, the archive's size and a memory limit (see :func:`load_arrays`)
+before reading it; an array entry is then read header first (its dtype and
+shape are compared with the checkpoint header before any data are read) and
+never past the size the header declares.
 """
 
 from __future__ import annotations
@@ -43,10 +71,11 @@ import json
 import math
 import os
 import pathlib
+import stat
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import IO, Any, Union
 
 import numpy as np
@@ -58,6 +87,11 @@ __all__ = [
     "FORMAT_VERSION",
     "HEADER_ENTRY",
     "SUPPORTED_DTYPE_KINDS",
+    "MAX_HEADER_BYTES",
+    "MAX_HEADER_DEPTH",
+    "memory_limit",
+    "check_not_input",
+    "check_output_path",
     "save_arrays",
     "load_arrays",
     "read_header",
@@ -76,6 +110,15 @@ FORMAT_VERSION = 1
 HEADER_ENTRY = "header.json"
 #: NumPy dtype kinds that may be stored: bool, signed/unsigned int, float, complex.
 SUPPORTED_DTYPE_KINDS = frozenset("biufc")
+
+#: Largest ``header.json`` that is read (bytes); a larger one is refused unread.
+MAX_HEADER_BYTES = 256 * 2**20
+#: Deepest nesting of JSON arrays and objects accepted in a header.
+MAX_HEADER_DEPTH = 100
+#: Largest ``.npy`` header of an array entry (bytes beyond the array data).
+_MAX_NPY_HEADER = 2**20
+#: Deflate expands at most about 1032:1; a larger declared ratio is forged.
+_MAX_DEFLATE_RATIO = 1100
 
 _ARRAY_ENTRY_PREFIX = "arrays/"
 _ARRAY_RECORD_KEYS = ("name", "entry", "dtype", "shape", "nbytes", "sha256")
@@ -155,13 +198,16 @@ def atomic_open(
     Raises
     ------
     ConfigError
-        If `mode` is not one of the supported modes.
+        If `mode` is not one of the supported modes, or `path` (or the file
+        a symbolic link at `path` points to) exists and is not a regular file
+        (see :func:`check_output_path`).
     OSError
         If the folder cannot be created or the file cannot be written or
         renamed.
 
     Notes
     -----
+    A symbolic link at `path` is kept: the file it points to is replaced.
     The new file gets the permission bits of the file it replaces, or the
     usual ``0o666 & ~umask`` if there was none.  A process killed with
     ``SIGKILL`` mid-write may leave a ``.<name>.*.tmp`` file behind, but never
@@ -183,7 +229,7 @@ def atomic_open(
     else:
         raise ConfigError(f"atomic_open: mode must be 'wb', 'w' or 'wt', got {mode!r}")
 
-    target = pathlib.Path(os.fspath(path))
+    target = check_output_path(path)
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
 
@@ -210,6 +256,101 @@ def atomic_open(
         _unlink_quietly(tmp_name)
         raise
     _fsync_directory(parent)
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _file_kind(mode: int) -> str:
+    """``"a directory"``, ``"a FIFO (named pipe)"``, ... for a non-regular ``st_mode``."""
+    for test, name in _FILE_KINDS:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def check_output_path(path: PathLike) -> pathlib.Path:
+    """Return the file an atomic write of `path` replaces, refusing anything but regular files.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Where an output is to be written.
+
+    Returns
+    -------
+    pathlib.Path
+        `path` itself, or, when `path` is a symbolic link, the path it finally
+        resolves to (the link is kept and its target is written).
+
+    Raises
+    ------
+    ConfigError
+        If `path` (or the end of its chain of links) exists and is a
+        directory, a device, a FIFO or a socket.
+    OSError
+        If a link cannot be resolved (e.g. a loop of links).
+    """
+    given = pathlib.Path(os.fspath(path))
+    target = given
+    if given.is_symlink():
+        target = pathlib.Path(os.path.realpath(given))
+    try:
+        mode = os.stat(target).st_mode
+    except FileNotFoundError:
+        return target
+    if not stat.S_ISREG(mode):
+        via = f" (the target of the link {os.fspath(given)!r})" if target != given else ""
+        raise ConfigError(
+            f"cannot write {os.fspath(target)!r}{via}: it is {_file_kind(mode)}, not a regular "
+            "file; tnborn writes outputs only to regular files or new paths (an existing file "
+            "is replaced atomically)"
+        )
+    return target
+
+
+def check_not_input(output: PathLike, inputs: Iterable[PathLike | None], *, what: str = "output") -> None:
+    """Refuse to write `output` when it is one of the `inputs`.
+
+    Two paths are the same file when :func:`os.path.samefile` says so (same
+    device and inode: hard links, symbolic links, ``./a`` and ``a``), or, for
+    paths that do not exist yet, when they resolve to the same path.
+
+    Parameters
+    ----------
+    output : str or os.PathLike
+        The path about to be written.
+    inputs : iterable of str, os.PathLike or None
+        Files read by the same command (None entries are skipped).
+    what : str, default "output"
+        How to name `output` in the message (e.g. ``"--out samples.tnb"``).
+
+    Raises
+    ------
+    ConfigError
+        If `output` is one of `inputs`.
+    """
+    out = os.fspath(output)
+    for source in inputs:
+        if source is None:
+            continue
+        src = os.fspath(source)
+        try:
+            same = os.path.samefile(out, src)
+        except OSError:
+            same = os.path.realpath(out) == os.path.realpath(src)
+        if same:
+            extra = "" if os.path.abspath(out) == os.path.abspath(src) else f" ({src!r})"
+            raise ConfigError(
+                f"{what} is the input file {out!r}{extra}; writing it would destroy the "
+                "input: choose another output path"
+            )
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> pathlib.Path:
@@ -458,10 +599,18 @@ def save_arrays(
 
 def _open_archive(path: PathLike) -> zipfile.ZipFile:
     p = pathlib.Path(os.fspath(path))
-    if not p.exists():
-        raise CheckpointError(f"checkpoint file not found: {_display(path)}")
-    if p.is_dir():
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint file not found: {_display(path)}") from None
+    if stat.S_ISDIR(mode):
         raise CheckpointError(f"{_display(path)} is a directory, expected a tnborn checkpoint file")
+    if not stat.S_ISREG(mode):
+        # never opened: a FIFO would block, /dev/zero would be read without end
+        raise CheckpointError(
+            f"{_display(path)} is {_file_kind(mode)}, not a regular file; a tnborn checkpoint "
+            "is a regular file"
+        )
     try:
         zf = zipfile.ZipFile(p, mode="r")
     except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as exc:
@@ -473,6 +622,19 @@ def _open_archive(path: PathLike) -> zipfile.ZipFile:
             f"{exc}); the file may be truncated, corrupted or of another type"
         ) from exc
     return zf
+
+
+def _json_depth_exceeds(value: Any, limit: int) -> bool:
+    """Whether JSON `value` nests arrays/objects more than `limit` levels (iterative)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def _foreign_hint(names: list[str]) -> str:
@@ -490,17 +652,36 @@ def _parse_header(zf: zipfile.ZipFile, path: PathLike) -> dict[str, Any]:
             f"{_display(path)} is not a tnborn checkpoint (archive has no {HEADER_ENTRY!r}"
             f"{_foreign_hint(names)})"
         )
+    declared = zf.getinfo(HEADER_ENTRY).file_size
+    if declared > MAX_HEADER_BYTES:
+        raise CheckpointError(
+            f"{_display(path)}: checkpoint header declares {declared} bytes, more than the limit "
+            f"of {MAX_HEADER_BYTES} bytes (tnborn.io.MAX_HEADER_BYTES); refusing to read it"
+        )
     try:
-        raw = zf.read(HEADER_ENTRY)
+        with zf.open(HEADER_ENTRY, mode="r") as member:
+            raw = member.read(MAX_HEADER_BYTES + 1)
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, zlib.error) as exc:
         raise CheckpointError(f"{_display(path)}: checkpoint header is corrupted ({exc})") from exc
+    if len(raw) > MAX_HEADER_BYTES:  # pragma: no cover - zipfile stops at the declared size
+        raise CheckpointError(f"{_display(path)}: checkpoint header is larger than {MAX_HEADER_BYTES} bytes")
     try:
         header = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        header = None
+        deep = True
     except (UnicodeDecodeError, ValueError) as exc:
         raise CheckpointError(
             f"{_display(path)} is not a tnborn checkpoint "
             f"({HEADER_ENTRY} is not valid UTF-8 JSON: {exc})"
         ) from exc
+    else:
+        deep = _json_depth_exceeds(header, MAX_HEADER_DEPTH)
+    if deep:
+        raise CheckpointError(
+            f"{_display(path)}: malformed checkpoint header: JSON nested more than "
+            f"{MAX_HEADER_DEPTH} levels deep (tnborn.io.MAX_HEADER_DEPTH)"
+        )
     if not isinstance(header, dict):
         raise CheckpointError(
             f"{_display(path)} is not a tnborn checkpoint ({HEADER_ENTRY} must hold a JSON "
@@ -618,18 +799,101 @@ def read_header(path: PathLike) -> dict[str, Any]:
         return _parse_header(zf, path)
 
 
+def memory_limit() -> int:
+    """Default bound on the bytes of arrays :func:`load_arrays` reads: the physical memory.
+
+    Returns
+    -------
+    int
+        Total physical memory in bytes (``os.sysconf``), or 1 TiB where it is
+        unknown. The environment variable ``TNBORN_MAX_LOAD_BYTES`` (an
+        integer) overrides it.
+    """
+    env = os.environ.get("TNBORN_MAX_LOAD_BYTES")
+    if env:
+        with contextlib.suppress(ValueError):
+            return max(0, int(env))
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+        return 2**40
+
+
+def _check_declared_sizes(
+    zf: zipfile.ZipFile, header: dict[str, Any], path: PathLike, max_bytes: int
+) -> None:
+    """Refuse, before reading any array, sizes the header or the archive cannot back."""
+    total = sum(rec["nbytes"] for rec in header["arrays"])
+    if total > max_bytes:
+        raise CheckpointError(
+            f"{_display(path)}: the header declares {total} bytes of arrays, more than the limit "
+            f"of {max_bytes} bytes (max_bytes; default: the physical memory); refusing to read them"
+        )
+    archive_size = os.stat(os.fspath(path)).st_size
+    for rec in header["arrays"]:
+        name, info = rec["name"], zf.getinfo(rec["entry"])
+        if info.file_size < rec["nbytes"]:
+            raise CheckpointError(
+                f"{_display(path)}: array {name!r} is truncated (archive entry holds {info.file_size} "
+                f"bytes, header says {rec['nbytes']} bytes of data)"
+            )
+        if info.file_size > rec["nbytes"] + _MAX_NPY_HEADER:
+            raise CheckpointError(
+                f"{_display(path)}: array {name!r}: the archive entry declares {info.file_size} bytes, "
+                f"but the header says {rec['nbytes']} bytes of data; refusing to read it"
+            )
+        stored = info.compress_type == zipfile.ZIP_STORED
+        if info.compress_size > archive_size or (stored and info.file_size != info.compress_size) or (
+            not stored and info.file_size > _MAX_DEFLATE_RATIO * info.compress_size + 1024
+        ):
+            raise CheckpointError(
+                f"{_display(path)}: array {name!r}: the archive entry declares {info.file_size} bytes "
+                f"({info.compress_size} compressed) in a file of {archive_size} bytes; the archive "
+                "directory is corrupted or forged"
+            )
+
+
+def _read_npy_header(member: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
+    """Read the ``.npy`` header of an entry (shape, Fortran order, dtype), never its data."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        return np.lib.format.read_array_header_1_0(member)
+    if version == (2, 0):
+        return np.lib.format.read_array_header_2_0(member)
+    raise ValueError(f"unsupported .npy format version {version}")
+
+
 def _read_member_array(zf: zipfile.ZipFile, rec: dict[str, Any], path: PathLike) -> np.ndarray:
     name, entry = rec["name"], rec["entry"]
-    info = zf.getinfo(entry)
-    if info.file_size < rec["nbytes"]:
-        raise CheckpointError(
-            f"{_display(path)}: array {name!r} is truncated (archive entry holds {info.file_size} "
-            f"bytes, header says {rec['nbytes']} bytes of data)"
-        )
+    expected_dtype = np.dtype(rec["dtype"])
+    expected_shape = tuple(rec["shape"])
     try:
         with zf.open(entry, mode="r") as member:
-            array = np.lib.format.read_array(member, allow_pickle=False)
-            # consume the rest so that zipfile verifies the CRC-32 of the entry
+            shape, fortran, dtype = _read_npy_header(member)
+            # compare with the checkpoint header before reading any data
+            if dtype.hasobject:
+                raise CheckpointError(
+                    f"{_display(path)}: array {name!r} entry declares an object (pickled) dtype; "
+                    "tnborn never reads pickles"
+                )
+            if dtype != expected_dtype or dtype.str != expected_dtype.str:
+                raise CheckpointError(
+                    f"{_display(path)}: array {name!r} has dtype {dtype.str!r} in the archive, "
+                    f"but the header expects {expected_dtype.str!r}"
+                )
+            if tuple(shape) != expected_shape:
+                raise CheckpointError(
+                    f"{_display(path)}: array {name!r} has shape {tuple(shape)} in the archive, "
+                    f"but the header expects shape {expected_shape}"
+                )
+            buffer = bytearray(rec["nbytes"])
+            view, pos = memoryview(buffer), 0
+            while pos < len(buffer):
+                got = member.readinto(view[pos: pos + 2**24])
+                if not got:
+                    raise EOFError(f"entry ends after {pos} of {len(buffer)} data bytes")
+                pos += got
+            # read on to the end so that zipfile verifies the CRC-32 of the entry
             trailing = member.read(1)
     except (zipfile.BadZipFile, zlib.error) as exc:
         raise CheckpointError(
@@ -644,19 +908,7 @@ def _read_member_array(zf: zipfile.ZipFile, rec: dict[str, Any], path: PathLike)
         raise CheckpointError(
             f"{_display(path)}: array {name!r} entry has unexpected trailing data"
         )
-
-    expected_dtype = np.dtype(rec["dtype"])
-    expected_shape = tuple(rec["shape"])
-    if array.dtype != expected_dtype or array.dtype.str != expected_dtype.str:
-        raise CheckpointError(
-            f"{_display(path)}: array {name!r} has dtype {array.dtype.str!r} in the archive, "
-            f"but the header expects {expected_dtype.str!r}"
-        )
-    if array.shape != expected_shape:
-        raise CheckpointError(
-            f"{_display(path)}: array {name!r} has shape {array.shape} in the archive, "
-            f"but the header expects shape {expected_shape}"
-        )
+    array = np.frombuffer(buffer, dtype=dtype).reshape(shape, order="F" if fortran else "C")
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
     digest = _array_sha256(array)
@@ -669,7 +921,7 @@ def _read_member_array(zf: zipfile.ZipFile, rec: dict[str, Any], path: PathLike)
 
 
 def load_arrays(
-    path: PathLike, map_location: Any = None
+    path: PathLike, map_location: Any = None, *, max_bytes: int | None = None
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read and verify a checkpoint written by :func:`save_arrays`.
 
@@ -698,7 +950,8 @@ def load_arrays(
     CheckpointError
         If the file is missing, truncated, not a readable archive, of another
         format, from a newer format version, lacks or has extra array entries,
-        or if a dtype, shape or checksum does not match the header.
+        declares more data than the archive or `max_bytes` can hold, or if a
+        dtype, shape or checksum does not match the header.
 
     See Also
     --------
@@ -724,5 +977,6 @@ def load_arrays(
             raise CheckpointError(
                 f"{_display(path)}: archive entries {extra} are not listed in the checkpoint header"
             )
+        _check_declared_sizes(zf, header, path, memory_limit() if max_bytes is None else max_bytes)
         arrays = {rec["name"]: _read_member_array(zf, rec, path) for rec in header["arrays"]}
     return arrays, header["metadata"]
