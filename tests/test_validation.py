@@ -21,7 +21,9 @@ import contextlib
 import hashlib
 import io
 import json
+import os
 import re
+import stat
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -43,6 +45,9 @@ from tnborn import (
 )
 from tnborn.errors import CheckpointError, ConfigError, DataError, DeviceError
 from tnborn.io import HEADER_ENTRY, load_arrays, save_arrays
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_io import forge_deep_header, forge_huge_checkpoint, forge_zip_bomb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "reliability.md"
@@ -214,6 +219,15 @@ def build_files(folder: Path) -> dict[str, Path]:
     f["data_bad_gz"].write_bytes(b"\x1f\x8b\x08\x00corrupt")
     f["data_wide"] = folder / "wide.npy"
     np.save(f["data_wide"], np.zeros((3, N + 1), np.uint8))
+    f["forged_huge"] = forge_huge_checkpoint(folder / "forged_huge.tnb")
+    f["zip_bomb"] = forge_zip_bomb(folder / "zip_bomb.tnb", inflated=16 * 2**20)
+    f["deep_header"] = forge_deep_header(folder / "deep_header.tnb")
+    f["bad_history"] = folder / "bad_history.tnb"
+    _resave(f["good"], f["bad_history"], lambda a, m: m["trainer"]["state"].update(history="oops"))
+    f["data_random_npy"] = folder / "random.npy"
+    f["data_random_npy"].write_bytes(np.random.default_rng(1).bytes(512))
+    f["toml_latin1"] = folder / "latin1.toml"
+    f["toml_latin1"].write_bytes("data = 'caf\u00e9.npy'\n".encode("latin-1"))
     f["mask_wrong"] = folder / "mask_wrong.npy"
     np.save(f["mask_wrong"], np.ones(N + 2, bool))
     return f
@@ -244,6 +258,67 @@ def _train(c: Ctx, *args: str) -> tuple[int, str]:
     source = () if "--data" in args else ("--dataset", "bars-and-stripes", "--rows", "2", "--cols", "3")
     return run_cli("train", *source, "--loops", "1", "--threads", "1", "--quiet",
                    "--out", str(c.scratch / "run"), *args)
+
+
+def _unchanged_after(paths, fn):
+    """Run ``fn`` and assert that every path in ``paths`` kept its kind and content."""
+    def state(p):
+        p = Path(p)
+        if not os.path.lexists(p):
+            return None
+        st = os.lstat(p)
+        data = p.read_bytes() if p.is_file() and not p.is_symlink() else None
+        return (st.st_mode, st.st_ino, st.st_rdev, os.readlink(p) if p.is_symlink() else None, data)
+
+    before = [state(p) for p in paths]
+    result = fn()
+    assert [state(p) for p in paths] == before, "an output path was changed"
+    return result
+
+
+def _fifo(c: Ctx) -> Path:
+    path = c.scratch / "pipe.npy"
+    os.mkfifo(path)
+    return path
+
+
+def _link_to_fifo(c: Ctx) -> Path:
+    link = c.scratch / "link.npy"
+    link.symlink_to(_fifo(c))
+    return link
+
+
+def _device_or_fifo(c: Ctx, name: str) -> Path:
+    dev = Path(name)
+    if dev.exists() and stat.S_ISCHR(os.stat(dev).st_mode):
+        return dev
+    return _fifo(c)  # no such device here: a FIFO is refused the same way
+
+
+def _nonempty_run(c: Ctx) -> Path:
+    run = c.scratch / "run"
+    run.mkdir()
+    (run / "model.tnb").write_bytes(b"an earlier run")
+    return run
+
+
+def _locked_run(c: Ctx, *args: str):
+    import fcntl
+
+    run = c.scratch / "run"
+    run.mkdir()
+    fd = os.open(run / ".tnborn-train.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a concurrent run holds the lock
+    try:
+        return _train(c, *args)
+    finally:
+        os.close(fd)
+
+
+def _no_folder(c: Ctx, *args: str):
+    out = _train(c, *args)
+    assert not (c.scratch / "run").exists(), "a failed run left a folder"
+    return out
 
 
 # --------------------------------------------------------------------------- #
@@ -607,9 +682,9 @@ CASES: list[Case] = [
     Case("tnborn train", "--steps 0", lambda c: _train(c, "--steps", "0"), EXIT2, r"--steps.*integer >= 1"),
     Case("tnborn train", "--cutoff 1", lambda c: _train(c, "--cutoff", "1"), EXIT2, r"cutoff must be in \[0, 1\)"),
     Case("tnborn train", "--max-bond 2 --min-bond 3", lambda c: _train(c, "--max-bond", "2", "--min-bond", "3"),
-         EXIT2, r"max_bond \(2\) must be >= min_bond \(3\)"),
+         EXIT2, r"--max-bond \(2\) must be >= --min-bond \(3\)"),
     Case("tnborn train", "--batch-size larger than the data", lambda c: _train(c, "--batch-size", "1000"), EXIT2,
-         r"batch_size \(1000\) is larger than the training set \(10\)"),
+         r"--batch-size \(1000\) is larger than the training set \(10\)"),
     Case("tnborn train", "--batch-size 0", lambda c: _train(c, "--batch-size", "0"), EXIT2, r"--batch-size"),
     Case("tnborn train", "--device cuda (absent)", lambda c: _train(c, "--device", "cuda"), EXIT2,
          r"CUDA is not available"),
@@ -639,6 +714,65 @@ CASES: list[Case] = [
     Case("tnborn inpaint", "mask of the wrong shape",
          lambda c: run_cli("inpaint", c.f("good"), "--data", c.f("data_good"), "--mask", c.f("mask_wrong"),
                            "--out", str(c.scratch / "inp"), "--quiet"), EXIT2, r"mask .*has shape"),
+    # ---------------------------------------------------------------- outputs never destroy anything
+    Case("tnborn sample", "--out is the input checkpoint", lambda c: run_cli("sample", c.f("good"), "--out", c.f("good")),
+         EXIT2, r"--out .* is the input file .*choose another output path"),
+    Case("tnborn sample", "--out is a hard link to the input",
+         lambda c: (os.link(c.f("good"), c.scratch / "hard.tnb"),
+                    run_cli("sample", c.f("good"), "--out", str(c.scratch / "hard.tnb")))[1],
+         EXIT2, r"is the input file"),
+    Case("tnborn circuit", "--out is the input checkpoint (symlink)",
+         lambda c: ((c.scratch / "soft.tnb").symlink_to(c.f("good")),
+                    run_cli("circuit", c.f("good"), "--out", str(c.scratch / "soft.tnb")))[1],
+         EXIT2, r"is the input file .*choose another output path"),
+    Case("tnborn sample", "--out is a FIFO", lambda c: (lambda p: _unchanged_after(
+        [p], lambda: run_cli("sample", c.f("good"), "--out", str(p))))(_fifo(c)),
+         EXIT2, r"it is a FIFO \(named pipe\), not a regular file"),
+    Case("tnborn sample", "--out is a symlink to a FIFO", lambda c: (lambda p: _unchanged_after(
+        [p, p.resolve()], lambda: run_cli("sample", c.f("good"), "--out", str(p))))(_link_to_fifo(c)),
+         EXIT2, r"the target of the link .*it is a FIFO"),
+    Case("tnborn sample", "--out /dev/full (a FIFO where absent)", lambda c: (lambda p: _unchanged_after(
+        [p], lambda: run_cli("sample", c.f("good"), "--out", str(p))))(_device_or_fifo(c, "/dev/full")),
+         EXIT2, r"it is a (character device|FIFO \(named pipe\)), not a regular file"),
+    Case("tnborn circuit", "--out /dev/null (a FIFO where absent)", lambda c: (lambda p: _unchanged_after(
+        [p], lambda: run_cli("circuit", c.f("good"), "--out", str(p))))(_device_or_fifo(c, "/dev/null")),
+         EXIT2, r"not a regular file"),
+    Case("tnborn train", "--out holds an earlier run", lambda c: (lambda r: _unchanged_after(
+        [r / "model.tnb"], lambda: _train(c)))(_nonempty_run(c)),
+         EXIT2, r"--out .*run is not empty \(model.tnb\).*pass --overwrite"),
+    Case("tnborn train", "--out locked by a concurrent run", lambda c: _locked_run(c), EXIT2,
+         r"another tnborn train is writing to .*run"),
+    Case("tnborn train", "--batch-size 31 on 10 rows (no folder created)", lambda c: _no_folder(c, "--batch-size", "31"),
+         EXIT2, r"--batch-size \(31\) is larger than the training set \(10\)"),
+    Case("tnborn train", "--lr 1e300 (no folder left)", lambda c: _no_folder(c, "--lr", "1e300"),
+         EXIT2, r"update of bond .* failed"),
+    # ---------------------------------------------------------------- loading is bounded
+    Case("tnborn.load", "forged 8 TiB shape and zip64 size", lambda c: tnborn.load(c.f("forged_huge")),
+         CheckpointError, r"declares 8796093022208 bytes of arrays, more than the limit"),
+    Case("tnborn.load", "zip bomb (16 MiB of zeros in a small entry)", lambda c: tnborn.load(c.f("zip_bomb")),
+         CheckpointError, r"archive entry declares \d+ bytes, but the header says 32 bytes"),
+    Case("tnborn info", "/dev/zero (a FIFO where absent)",
+         lambda c: run_cli("info", str(_device_or_fifo(c, "/dev/zero"))), EXIT2,
+         r"is a (character device|FIFO \(named pipe\)), not a regular file"),
+    Case("tnborn info", "header nested 100,000 levels deep", lambda c: run_cli("info", c.f("deep_header")), EXIT2,
+         r"JSON nested more than 100 levels deep"),
+    Case("tnborn info", "trainer history of the wrong type (checksummed)",
+         lambda c: run_cli("info", c.f("bad_history")), EXIT2, r"malformed trainer metadata"),
+    Case("tnborn train", "--config file not UTF-8", lambda c: _no_folder(c, "--config", c.f("toml_latin1")), EXIT2,
+         r"is not UTF-8 text"),
+    Case("tnborn sample", "-n 100000000000", lambda c: run_cli("sample", c.f("good"), "-n", "100000000000", "--out",
+                                                               str(c.scratch / "s.npy")),
+         EXIT2, r"--num-samples 100000000000 needs about .* GiB"),
+    # ---------------------------------------------------------------- messages in command-line spelling
+    Case("tnborn evaluate", "grey data: the hint names --threshold",
+         lambda c: run_cli("evaluate", c.f("good"), "--data", c.f("data_grey")), EXIT2, r"pass --threshold to binarize"),
+    Case("tnborn train", "--device cuda:1 (absent) is named as given", lambda c: _no_folder(c, "--device", "cuda:1"),
+         EXIT2, r"device 'cuda:1' was asked for .*use --device cpu or auto"),
+    Case("tnborn.load_binary", "random bytes named .npy", lambda c: tnborn.load_binary(c.f("data_random_npy")),
+         DataError, r"is not a valid \.npy file"),
+    Case("tnborn evaluate", "random bytes named .npy", lambda c: run_cli("evaluate", c.f("good"), "--data",
+                                                                         c.f("data_random_npy")),
+         EXIT2, r"is not a valid \.npy file"),
 ] + _data_cases()
 
 

@@ -162,7 +162,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(
-                "device 'cuda' was asked for but CUDA is not available on this machine "
+                f"device {str(dev)!r} was asked for but CUDA is not available on this machine "
                 "(torch.cuda.is_available() is False); use device='cpu' or 'auto'"
             )
         if dev.index is not None and dev.index >= torch.cuda.device_count():

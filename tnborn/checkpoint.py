@@ -223,7 +223,12 @@ def checkpoint_info(path: str | Path) -> dict[str, Any]:
     meta = header["metadata"]
     _check_meta(meta, path)
     trainer = meta.get("trainer") or {}
-    history = (trainer.get("state") or {}).get("history") or []
+    state = trainer.get("state") if isinstance(trainer, dict) else None
+    history = (state.get("history") if isinstance(state, dict) else None) or []
+    if not isinstance(trainer, dict) or not isinstance(history, list) or not all(
+            isinstance(r, dict) for r in history):
+        raise CheckpointError(f"{path}: malformed trainer metadata ('trainer' must be an object whose "
+                              "'state.history' is a list of records)")
     summary = {
         "geometry": meta["geometry"],
         "config": meta["config"],

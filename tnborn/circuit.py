@@ -30,6 +30,8 @@ small object whatever device the model lives on.
 
 from __future__ import annotations
 
+import os
+
 import math
 import re
 from dataclasses import dataclass, field
@@ -845,16 +847,18 @@ def compile_checkpoint(
 
     from .checkpoint import load
 
+    from .io import atomic_write_text, check_not_input, check_output_path
+
+    if out is not None:  # before any work: never write onto the input or a device
+        check_not_input(out, [checkpoint], what=f"the output {os.fspath(out)!r}")
+        check_output_path(out)
     model = load(checkpoint)
     circuit = compile_mps(model, layers=layers, max_bond_sim=max_bond_sim)
     text = to_qasm(circuit, version=version, measure=measure)
     path = None
     if out is not None:
         path = Path(out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write_text(path, text)
     return {
         "num_qubits": circuit.num_qubits,
         "layers": circuit.num_layers,

@@ -154,7 +154,9 @@ TRAIN_OPTIONS: dict[str, tuple[Callable[[Any, str], Any], Any, str | None, str]]
     "early_stop": (_number(0.0, optional=True), None, "DELTA", "stop when the training NLL changes "
                    "by less than DELTA nats over one loop (epoch)"),
     "resume": (_text(), None, "CHECKPOINT", "continue training a checkpoint written by tnborn train"),
-    "out": (_text(), None, "DIR", "output folder (default runs/tnborn-<timestamp>)"),
+    "out": (_text(), None, "DIR", "output folder (default runs/tnborn-<timestamp>); a folder holding "
+            "an earlier run is refused unless --overwrite (or --resume)"),
+    "overwrite": (_flag, False, None, "replace the outputs of an earlier run in --out"),
     "quiet": (_flag, False, None, "no progress bar and no output except errors"),
     "nproc": (_integer(1), 1, "N", "data-parallel training in N local processes (torch.distributed: "
               "gloo on CPU, NCCL on CUDA; ignored under torchrun, which sets the process count; default 1)"),
@@ -194,6 +196,8 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ConfigError(f"config file {os.fspath(path)!r} does not exist") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {os.fspath(path)!r} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {os.fspath(path)!r} is not UTF-8 text (TOML files are UTF-8): {exc}") from None
     unknown = sorted(set(raw) - set(TRAIN_OPTIONS))
     if unknown:
         raise ConfigError(
@@ -362,14 +366,15 @@ def build_parser() -> argparse.ArgumentParser:
         "training": ("trainer", "lr", "batch_size", "seed", "threads"),
         "sweep": ("steps", "cutoff", "max_bond", "min_bond", "svd_method", "loops"),
         "gradient": ("optimizer", "epochs"),
-        "run": ("checkpoint_every", "early_stop", "resume", "out", "quiet", "nproc"),
+        "run": ("checkpoint_every", "early_stop", "resume", "out", "overwrite", "quiet", "nproc"),
     }
     for section, keys in sections.items():
         for key in keys:
             convert, _default, metavar, help_text = TRAIN_OPTIONS[key]
             flag = "--" + key.replace("_", "-")
-            if key == "quiet":
-                groups[section].add_argument("-q", flag, action="store_true", help=help_text)
+            if convert is _flag:
+                short = ("-q",) if key == "quiet" else ()
+                groups[section].add_argument(*short, flag, action="store_true", help=help_text)
             else:
                 groups[section].add_argument(flag, dest=key, metavar=metavar,
                                              type=_argparse_type(convert, flag), help=help_text)
@@ -509,6 +514,10 @@ def _run_circuit(args: argparse.Namespace) -> int:
 def _message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.filename is not None and exc.strerror:
         return f"{exc.strerror}: {os.fspath(exc.filename)!r}"
+    if isinstance(exc, TnbornError):
+        from .cli_commands._common import cli_message
+
+        return cli_message(str(exc) or type(exc).__name__)
     return str(exc) or type(exc).__name__
 
 

@@ -381,6 +381,12 @@ def _load_numpy(p: Path, fmt: str, key: str | None) -> np.ndarray:
     """Load the array of a ``.npy`` file or an ``.npz`` archive (no pickles)."""
     if fmt == "npy" and key is not None:
         raise DataError(f"key is only meaningful for .npz archives, got key={key!r} for {p}")
+    if fmt == "npy":
+        with open(p, "rb") as fh:
+            magic = fh.read(6)
+        if magic != b"\x93NUMPY" and magic[:4] != b"PK\x03\x04":
+            raise DataError(f"{p} is not a valid .npy file (it does not start with the .npy "
+                            f"magic bytes b'\\x93NUMPY', found {magic!r})")
     try:
         loaded = np.load(p, allow_pickle=False)
     except _READ_ERRORS as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,17 @@ __all__ = [
     "checkpoint_extra",
     "stored_image_shape",
     "write_npy",
+    "check_sample_memory",
+    "RunFolder",
+    "cli_message",
+    "held_out_spec",
+    "load_held_out",
+    "LOCK_NAME",
     "Reporter",
 ]
+
+#: Lock file that ``tnborn train`` holds in its output folder while it runs.
+LOCK_NAME = ".tnborn-train.lock"
 
 _DATA_KEYS = ("data", "key", "threshold", "dataset", "rows", "cols", "dataset_size", "data_seed")
 _DEFAULT_RANDOM_SIZE = 100
@@ -263,6 +273,195 @@ def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
     return Path(atomic_write_bytes(path, buf.getvalue()))
+
+
+#: API names in messages -> the flag that sets them on the command line.
+_FLAG_OF = {"descent_steps": "--steps", "num_samples": "--num-samples", "batch_size": "--batch-size",
+            "max_bond": "--max-bond", "min_bond": "--min-bond", "svd_method": "--svd-method",
+            "lr": "--lr", "cutoff": "--cutoff", "threshold": "--threshold", "key": "--key",
+            "seed": "--seed", "optimizer": "--optimizer", "early_stop": "--early-stop"}
+_NAMES = "|".join(sorted(_FLAG_OF, key=len, reverse=True))
+_PASS = re.compile(rf"\bpass ({_NAMES})=")
+_SETTING = re.compile(rf"(?<![\w.-])({_NAMES})(?= \(| must )")
+
+
+def cli_message(text: str) -> str:
+    """Translate a library error message to command-line spelling.
+
+    ``pass threshold=`` becomes ``pass --threshold``, ``batch_size (31) is
+    larger ...`` becomes ``--batch-size (31) is larger ...``, ``lr must be``
+    becomes ``--lr must be`` and ``use device='cpu'`` becomes ``use --device cpu``.
+
+    Parameters
+    ----------
+    text : str
+        The message of a :class:`~tnborn.errors.TnbornError`.
+
+    Returns
+    -------
+    str
+        The message for ``tnborn: error:``.
+    """
+    text = _PASS.sub(lambda m: f"pass {_FLAG_OF[m.group(1)]}", text)
+    text = _SETTING.sub(lambda m: _FLAG_OF[m.group(1)], text)
+    return text.replace("use device='cpu' or 'auto'", "use --device cpu or auto")
+
+
+def _fingerprint(x: np.ndarray) -> str:
+    import hashlib
+
+    arr = np.ascontiguousarray(np.asarray(x, dtype=np.int64))
+    return hashlib.sha256(repr(arr.shape).encode() + arr.tobytes()).hexdigest()
+
+
+def held_out_spec(path: str | os.PathLike[str], key: str | None, threshold: float | None,
+                  x: np.ndarray) -> dict[str, Any]:
+    """Reference to the ``--test-data`` set stored in a checkpoint: path, options, SHA-256.
+
+    Parameters
+    ----------
+    path, key, threshold
+        How the data were read.
+    x : numpy.ndarray
+        The binary data read.
+
+    Returns
+    -------
+    dict
+        ``{"path", "key", "threshold", "sha256"}`` (JSON-serialisable).
+    """
+    return {"path": os.fspath(path), "key": key, "threshold": threshold, "sha256": _fingerprint(x)}
+
+
+def load_held_out(spec: Mapping[str, Any], num_variables: int) -> np.ndarray:
+    """Read the held-out data a checkpoint refers to, checking they did not change.
+
+    Parameters
+    ----------
+    spec : mapping
+        As written by :func:`held_out_spec`.
+    num_variables : int
+        Variables of the model.
+
+    Returns
+    -------
+    numpy.ndarray
+        The data.
+
+    Raises
+    ------
+    DataError
+        If the file is missing or its content differs from when the
+        checkpoint was written.
+    """
+    from .. import data as tnd
+
+    path = spec.get("path")
+    if not isinstance(path, str):
+        raise DataError("the checkpoint's held-out data reference is malformed; pass --test-data PATH")
+    x = tnd.load_binary(path, key=spec.get("key"), threshold=spec.get("threshold"), n_vars=num_variables)
+    if _fingerprint(x) != spec.get("sha256"):
+        raise DataError(f"the held-out data {path} changed since the checkpoint was written (SHA-256 "
+                        "differs); pass --test-data PATH to use them anyway")
+    return x
+
+
+def check_sample_memory(num_samples: int, num_variables: int) -> None:
+    """Refuse ``--num-samples`` whose arrays cannot fit in memory, before allocating them.
+
+    The sampler holds ``num_samples x num_variables`` int64 configurations
+    plus per-sample float64 log-probabilities; the command adds a uint8 copy.
+
+    Parameters
+    ----------
+    num_samples : int
+        Samples asked for.
+    num_variables : int
+        Variables of the model.
+
+    Raises
+    ------
+    ConfigError
+        If the estimate exceeds the physical memory (:func:`tnborn.io.memory_limit`).
+    """
+    from ..io import memory_limit
+
+    need = num_samples * (num_variables * 9 + 16)
+    limit = memory_limit()
+    if need > limit:
+        raise ConfigError(f"--num-samples {num_samples} needs about {need / 2**30:.3g} GiB for {num_variables} "
+                          f"variables, more than the {limit / 2**30:.3g} GiB of memory; draw fewer samples "
+                          "(several runs with different --seed)")
+
+
+class RunFolder:
+    """The output folder of one ``tnborn train`` run: checked, created and locked.
+
+    Use as a context manager. On entry the folder is created if missing, an
+    exclusive ``fcntl`` lock is taken on ``DIR/.tnborn-train.lock`` (a second
+    run into the same folder fails at once), and a folder that already holds
+    files is refused unless ``overwrite`` (or ``resume``) is set. If the run
+    fails and the folder was created by it and holds nothing else, it is
+    removed again, so a failed run leaves no empty folder.
+
+    Parameters
+    ----------
+    path : path-like
+        The folder.
+    overwrite : bool
+        Allow replacing the outputs of an earlier run.
+    resume : bool
+        The run continues a checkpoint (writes where it is told).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], overwrite: bool = False, resume: bool = False):
+        self.path = Path(path)
+        self.overwrite, self.resume = bool(overwrite), bool(resume)
+        self._fd: int | None = None
+        self._created = False
+
+    def __enter__(self) -> "RunFolder":
+        import fcntl
+
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"--out {self.path} exists and is not a folder")
+        self._created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = self.path / LOCK_NAME
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(f"another tnborn train is writing to {self.path} (it holds the lock "
+                              f"{lock}); wait for it to finish or choose another --out") from None
+        self._fd = fd
+        others = sorted(p.name for p in self.path.iterdir() if p.name != LOCK_NAME)
+        if others and not (self.overwrite or self.resume):
+            self._release(remove=False)
+            shown = ", ".join(others[:5]) + (" ..." if len(others) > 5 else "")
+            raise ConfigError(f"--out {self.path} is not empty ({shown}): it holds an earlier run; "
+                              "pass --overwrite to replace its outputs, or choose another --out")
+        return self
+
+    def _release(self, remove: bool) -> None:
+        if self._fd is None:
+            return
+        if remove and self._created and [p.name for p in self.path.iterdir()] == [LOCK_NAME]:
+            with contextlib_suppress():
+                os.unlink(self.path / LOCK_NAME)
+                self.path.rmdir()
+        os.close(self._fd)  # releases the lock
+        self._fd = None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._release(remove=exc_type is not None)
+
+
+def contextlib_suppress():
+    import contextlib
+
+    return contextlib.suppress(OSError)
 
 
 class Reporter:

@@ -13,7 +13,14 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ._common import Reporter, checkpoint_extra, load_data_source, stored_image_shape, write_npy
+from ._common import (
+    Reporter,
+    check_sample_memory,
+    checkpoint_extra,
+    load_data_source,
+    stored_image_shape,
+    write_npy,
+)
 
 __all__ = ["sample_command", "evaluate_command", "info_command", "inpaint_command", "half_mask"]
 
@@ -50,8 +57,16 @@ def sample_command(args: argparse.Namespace) -> int:
     int
         Exit status (0).
     """
+    from ..io import check_not_input, check_output_path
+
     say = Reporter(args.quiet)
+    check_not_input(args.out, [args.checkpoint], what=f"--out {args.out}")
+    check_output_path(args.out)
+    if args.png:
+        check_not_input(args.png, [args.checkpoint, args.out], what=f"--png {args.png}")
+        check_output_path(args.png)
     model, extra = _load_model(args.checkpoint, args.device)
+    check_sample_memory(args.num_samples, model.num_variables)
     samples, log_prob = model.sample(args.num_samples, seed=args.seed)
     x = samples.cpu().numpy().astype(np.uint8)
     path = write_npy(args.out, x)
@@ -139,8 +154,9 @@ def info_command(args: argparse.Namespace) -> int:
     if extra.get("image_shape"):
         rows.append(("image shape", " x ".join(map(str, extra["image_shape"]))))
     if info.get("trainer"):
+        unit = "epochs" if info["trainer"] == "GradientTrainer" else "loops"
         rows.append(("trainer", f"{info['trainer']}, {info['records']} history records, "
-                     f"{info.get('loops', 0)} loops"))
+                     f"{info.get('loops') or 0:g} {unit}"))
     if info.get("records"):
         rows.append(("train NLL", f"{info['first_train_nll']:.5f} -> {info['last_train_nll']:.5f} nats"))
         if info.get("last_test_nll") is not None:

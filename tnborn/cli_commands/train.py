@@ -16,7 +16,16 @@ from typing import Any
 from ..checkpoint import save
 from ..errors import CheckpointError, ConfigError
 from ..training import PeriodicCheckpoint
-from ._common import Reporter, checkpoint_extra, load_data_source, reference_line, stored_image_shape
+from ._common import (
+    Reporter,
+    RunFolder,
+    checkpoint_extra,
+    held_out_spec,
+    load_data_source,
+    load_held_out,
+    reference_line,
+    stored_image_shape,
+)
 
 __all__ = ["train_command", "SETTING_KEYS", "GRADIENT_SETTING_KEYS", "default_out_dir"]
 
@@ -231,6 +240,12 @@ def _train(options: Mapping[str, Any], explicit: set[str], comm: Any) -> int:
                                   threshold=options["threshold"], n_vars=num_variables)
     elif options["test_key"] is not None:
         raise ConfigError("--test-key needs --test-data")
+    elif isinstance(extra.get("test_data"), dict):  # resuming: the held-out data of the run
+        test = load_held_out(extra["test_data"], num_variables)
+    test_spec = None
+    if test is not None:
+        test_spec = (held_out_spec(options["test_data"], options["test_key"], options["threshold"], test)
+                     if options["test_data"] is not None else extra["test_data"])
 
     out = Path(options["out"]) if options["out"] is not None else default_out_dir()
     callbacks: list = []
@@ -248,6 +263,7 @@ def _train(options: Mapping[str, Any], explicit: set[str], comm: Any) -> int:
         "data": train.spec,
         "image_shape": list(train.image_shape) if train.image_shape is not None else None,
         "reference_nll": reference,
+        "test_data": test_spec,
     }
     if options["checkpoint_every"] is not None:
         callbacks.append(_PeriodicCheckpointWithMeta(out / "model.tnb", options["checkpoint_every"] * per_loop, meta))
@@ -260,9 +276,27 @@ def _train(options: Mapping[str, Any], explicit: set[str], comm: Any) -> int:
            if options["resume"] is not None else "")
         + (f", data-parallel on {comm.world_size} processes" if comm.world_size > 1 else ""))
     say(f"output folder: {out}")
-    if comm.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+    # every setting is checked against the data before the folder is created
+    from dataclasses import replace as _replace
+    _replace(trainer.settings, **overrides).validate(x.shape[0])
+    if not comm.is_main:
+        return _fit_and_write(locals())
+    with RunFolder(out, overwrite=options.get("overwrite", False), resume=options["resume"] is not None):
+        return _fit_and_write(locals())
 
+
+def _fit_and_write(v: dict[str, Any]) -> int:
+    """Train and write the outputs (the second half of :func:`_train`)."""
+    import numpy as np
+
+    import tnborn
+    from tnborn import plotting
+    from tnborn.io import atomic_write_text
+
+    (trainer, sweep, x, amount, test, overrides, comm, done, model, out, meta, options, label,
+     reference, train, per_loop, unit, say, early) = (v[k] for k in (
+        "trainer", "sweep", "x", "amount", "test", "overrides", "comm", "done", "model", "out", "meta",
+        "options", "label", "reference", "train", "per_loop", "unit", "say", "early"))
     t0 = time.perf_counter()
     if sweep:
         history = trainer.fit(x, loops=amount, test_data=test, **overrides)
