@@ -395,3 +395,63 @@ def test_example_script_runs(tmp_path):
         assert abs(r["fidelity"] - r["fidelity_check"]) < 1e-9
     assert (tmp_path / "circuit_bas.png").stat().st_size > 0
     assert len(parse_qasm((tmp_path / "circuit.qasm").read_text()).gates) == 30
+
+
+# --------------------------------------------------------------------------- #
+# optimised layers
+# --------------------------------------------------------------------------- #
+from tnborn.circuit import gate_environment, optimize_circuit  # noqa: E402
+from tnborn.circuit import _apply_gates, _left_canonical, _model_arrays, _overlap, _zero_state  # noqa: E402
+
+
+def _unitarity_ok(circuit):
+    bound = rounding_bound(torch.float64, 64)
+    for _, u in circuit.gates:
+        assert np.max(np.abs(u.conj().T @ u - np.eye(4))) <= bound
+
+
+def test_optimised_bond_two_is_exact():
+    model = MPSBornMachine.random(8, bond_dim=2, seed=3, dtype="complex128")
+    opt, info = optimize_circuit(model, compile_mps(model, layers=1), sweeps=2)
+    assert info["fidelity"] >= 1 - 1e-10
+    assert _fid(_model_state(model), simulate_circuit(opt)) >= 1 - 1e-10
+
+
+def test_optimised_beats_analytical_random_mps():
+    model = MPSBornMachine.random(10, bond_dim=6, seed=5)
+    for k in range(1, 5):
+        c = compile_mps(model, layers=k)
+        opt, info = optimize_circuit(model, c, sweeps=4, tol=0.0)
+        h = [info["fidelity_before"]] + info["history"]
+        assert all(b >= a - 1e-10 for a, b in zip(h, h[1:])), h  # polar updates are monotone
+        true = _fid(_model_state(model), simulate_circuit(opt))
+        assert abs(true - info["fidelity"]) < 1e-9
+        assert true >= c.fidelities[-1] - 1e-10
+        _unitarity_ok(opt)
+
+
+def test_gate_environment_contracts_to_overlap():
+    rng = np.random.default_rng(1)
+    model = MPSBornMachine.random(7, bond_dim=4, seed=2, dtype="complex128")
+    target = _left_canonical(_model_arrays(model))
+    c = compile_mps(model, layers=2)
+    k = 3
+    bottom, _ = _apply_gates(_zero_state(7), c.gates[:4], 0, None, 0.0)
+    g = _haar(rng, 4)
+    env = gate_environment(target, bottom, k)
+    full, _ = _apply_gates(bottom, [((k, k + 1), g)], 0, None, 0.0)
+    ov = _overlap(target, full)
+    assert abs(np.sum(g * env) - ov) <= rounding_bound(torch.float64, 7 * 16)
+
+
+def test_bas_four_optimised_layers_from_qasm(trained_bas):
+    model, _ = trained_bas
+    opt, _ = optimize_circuit(model, compile_mps(model, layers=4), sweeps=3, tol=0.0)
+    assert _fid(_model_state(model), _run_qasm(to_qasm(opt))) >= 0.65
+
+
+@pytest.mark.slow
+def test_bas_eight_optimised_layers_from_qasm(trained_bas):
+    model, _ = trained_bas
+    opt, _ = optimize_circuit(model, compile_mps(model, layers=8), sweeps=30, tol=1e-6)
+    assert _fid(_model_state(model), _run_qasm(to_qasm(opt))) >= 0.95
