@@ -409,3 +409,82 @@ def test_fit_uses_the_geometry_default_trainer():
     peps = tnborn.get_geometry("peps").random(4, bond_dim=2, seed=0)
     history = peps.fit(data, loops=5, lr=0.1)
     assert len(history) == 5 and peps.nll(data) < history[0]["train_nll"] + 1e-12
+
+
+# --------------------------------------------------------------------------- #
+# the model notices edits of its network; constructors check values
+# --------------------------------------------------------------------------- #
+def _total_probability(model):
+    x = all_configs(model.num_variables)
+    return float(torch.logsumexp(model.log_prob(x), 0).exp())
+
+
+@pytest.mark.parametrize("name", ["mps", "tree"])
+@pytest.mark.parametrize("edit", ["canonize", "multiply", "compress", "in_place"])
+def test_editing_the_network_drops_a_stale_centre(name, edit):
+    model = tnborn.get_geometry(name).random(8, bond_dim=4, seed=1)
+    assert model.center is not None
+    before = model.log_prob(all_configs(8))
+    tn = model.tn
+    if edit == "canonize":  # a gauge move elsewhere: the state is the same, the centre is not
+        if name == "mps":
+            tn.canonize(0)
+        else:
+            import quimb.tensor as qtn
+            qtn.tensor_canonize_bond(model.node_tensor(model.root), model.node_tensor(model.neighbours(model.root)[0]),
+                                     absorb="right", method="qr")
+    elif edit == "multiply":
+        tn.multiply_(2.0, spread_over="all")
+    elif edit == "compress":  # changes the state, keeps it unnormalised
+        if name == "mps":
+            tn.compress(max_bond=2, cutoff=0.0, cutoff_mode="rel")
+        else:
+            t = model.node_tensor(0)
+            t.modify(data=t.data * 0.5)
+    else:
+        model.node_tensor(model.nodes()[1]).data.mul_(3.0)
+    assert model.center is None  # noticed before the centre was trusted
+    assert abs(_total_probability(model) - 1.0) <= 1e-10
+    if edit in ("canonize", "multiply"):
+        assert torch.allclose(model.log_prob(all_configs(8)), before, atol=1e-10, rtol=0)
+    model.move_center(model.nodes()[-1])
+    assert model.center == model.nodes()[-1] and abs(_total_probability(model) - 1.0) <= 1e-10
+
+
+def test_replacing_a_tensor_rederives_the_structure():
+    model = tnborn.MPSBornMachine.random(5, bond_dim=2, seed=0)
+    t = model.node_tensor(2)
+    tags, inds, data = set(t.tags), t.inds, t.data.clone()
+    model.tn.pop_tensor(model.tn._get_tids_from_tags(tags).pop())
+    with pytest.raises(ConfigError, match="open but is not a physical index"):
+        model.log_prob(all_configs(5))
+    import quimb.tensor as qtn
+    model.tn.add_tensor(qtn.Tensor(data * 2, inds=inds, tags=tags))
+    assert model.center is None and model.node_tensor(2).data is not data
+    assert abs(_total_probability(model) - 1.0) <= 1e-10
+
+
+@pytest.mark.parametrize("bad, message", [
+    (lambda a: a.fill_(float("nan")), "NaN or infinite"),
+    (lambda a: a.zero_(), "all zero"),
+    (lambda a: a.to(torch.int64), "floating or complex"),
+])
+@pytest.mark.parametrize("name", ["mps", "tree", "peps"])
+def test_constructors_check_values(name, bad, message):
+    model = tnborn.get_geometry(name).random(6, bond_dim=2, seed=0)
+    arrays = [a.clone() for a in model.arrays()]
+    arrays[1] = bad(arrays[1])
+    with pytest.raises(ConfigError, match=message):
+        type(model).from_arrays(arrays, model.config())
+
+
+@pytest.mark.parametrize("name", ["mps", "tree", "peps"])
+def test_constructors_accept_numpy_arrays(name):
+    model = tnborn.get_geometry(name).random(6, bond_dim=2, seed=0)
+    again = type(model).from_arrays([a.numpy() for a in model.arrays()], model.config())
+    x = all_configs(6)
+    # same arrays; the copy has no recorded centre, so its norm is contracted in
+    # another order: agreement to exact-evaluation accuracy, not bit-for-bit
+    torch.testing.assert_close(again.log_prob(x), model.log_prob(x), rtol=0, atol=tol(torch.float64, "exact"))
+    with pytest.raises(ConfigError, match="floating or complex"):
+        type(model).from_arrays([a.numpy().astype(np.int32) for a in model.arrays()], model.config())

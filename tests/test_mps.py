@@ -96,7 +96,7 @@ def test_invariant_under_moving_the_center(n, d):
         # the centre is really canonical: log Z from the centre equals the full contraction
         assert abs(float(model.log_norm() - BornMachine.log_norm(model))) < eps
     # forget the centre: log_norm by transfer matrices (MPS) and by the generic contraction
-    model._center = None
+    model.drop_center()
     assert torch.allclose(model.log_prob(x), exact, rtol=0, atol=eps)
     assert torch.allclose(_generic_log_prob(model, x), exact, rtol=0, atol=eps)
 
@@ -111,7 +111,7 @@ def test_non_normalised_state_gives_normalised_probabilities(where):
     t.modify(data=t.data * 3.7)
     if where == "other":
         # the state is no longer canonical around 3: say so
-        model._center = None
+        model.drop_center()
     x = all_configs(n)
     exact = exact_log_probs(model)
     eps = tol(torch.float64)
@@ -363,7 +363,7 @@ def test_zero_amplitudes_give_minus_infinity():
     data = t.data.clone()
     data.select(t.inds.index(model.variable_index(2)), 1).zero_()
     t.modify(data=data)
-    model._center = None
+    model.drop_center()
     x = all_configs(6)
     exact = exact_log_probs(model)
     zero = x[:, 2] == 1

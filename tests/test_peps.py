@@ -43,7 +43,7 @@ def test_structure_is_the_open_grid(shape):
     model = PEPSBornMachine.random(h * w, bond_dim=2, seed=0, image_shape=shape)
     assert isinstance(model.tn, qtn.PEPS) and model.image_shape == shape
     assert model.nodes() == tuple(itertools.product(range(h), range(w)))
-    assert not model.is_tree and model.geometry == "peps" and model.center is None
+    assert model.is_tree == (min(h, w) == 1) and model.geometry == "peps" and model.center is None
     edges = set()
     for i, j in model.nodes():
         nbs = model.neighbours((i, j))
@@ -153,10 +153,10 @@ def test_from_arrays_validates():
     with pytest.raises(ConfigError, match="site arrays"):
         PEPSBornMachine.from_arrays(arrays[:-1], cfg)
     bad = list(arrays)
-    bad[0] = torch.zeros(3, 2, 2, dtype=torch.float64)  # bond (0,0)-(1,0) of size 3 vs 2
+    bad[0] = torch.ones(3, 2, 2, dtype=torch.float64)  # bond (0,0)-(1,0) of size 3 vs 2
     with pytest.raises(ConfigError, match="differ"):
         PEPSBornMachine.from_arrays(bad, {k: v for k, v in cfg.items() if k != "layout"})
-    bad[0] = torch.zeros(2, 2, 2, 2, dtype=torch.float64)  # one axis too many
+    bad[0] = torch.ones(2, 2, 2, 2, dtype=torch.float64)  # one axis too many
     with pytest.raises(ConfigError, match="bond axes"):
         PEPSBornMachine.from_arrays(bad, {k: v for k, v in cfg.items() if k != "layout"})
     with pytest.raises(ConfigError, match="layout"):

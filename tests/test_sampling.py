@@ -97,7 +97,7 @@ def test_sampler_without_known_centre(exact):
     m = MPSBornMachine.random(N, 4, seed=21)
     t = m.node_tensor(3)
     t.modify(data=t.data * 5.0)
-    m._center = None
+    m.drop_center()
     ex = exact_log_probs(m)
     samples, logp = m.sample(NUM, seed=3)
     assert torch.allclose(logp, ex[config_index(samples)], rtol=0, atol=tol(torch.float64))
@@ -192,7 +192,7 @@ def test_conditioning_on_an_impossible_configuration_raises():
     phys_axis = t.inds.index(m.variable_index(0))
     data.select(phys_axis, 1).zero_()  # psi(x) = 0 whenever x_0 = 1
     t.modify(data=data)
-    m._center = None
+    m.drop_center()
     x = torch.ones((1, 6), dtype=torch.int64)
     known = torch.zeros(6, dtype=torch.bool)
     known[0] = True
@@ -217,7 +217,7 @@ def test_chi_square_check_rejects_a_wrong_distribution(model, exact):
     t = other.node_tensor(2)
     t.modify(data=t.data * (1 + 0.3 * torch.randn(t.data.shape, generator=torch.Generator().manual_seed(0),
                                                    dtype=torch.float64)))
-    other._center = None
+    other.drop_center()
     samples, _ = other.sample(NUM, seed=1)
     with pytest.raises(AssertionError, match="chi-square"):
         assert_samples_match(samples, torch.arange(2**N), exact)

@@ -344,7 +344,7 @@ def test_zero_probability_training_sample_raises():
     data = t.data.clone()
     data.select(t.inds.index(model.variable_index(0)), 1).zero_()
     t.modify(data=data)
-    model._center = None
+    model.drop_center()
     x = np.ones((3, 6), dtype=np.int64)
     assert not torch.isfinite(model.log_prob(x)).any()
     trainer = SweepTrainer(model, progress=False)

@@ -249,7 +249,7 @@ def test_zero_amplitude_training_sample_stops_cleanly():
     data = t.data.clone()
     data.select(t.inds.index(model.variable_index(0)), 1).zero_()
     t.modify(data=data)
-    model._center = None
+    model.drop_center()
     model.move_center(5)  # canonical again; psi(x) = 0 whenever x_0 = 1
     x = np.ones((3, 6), dtype=np.int64)
     assert not torch.isfinite(model.log_prob(x)).any()

@@ -74,7 +74,7 @@ def _generic_log_prob(model: BornMachine, x: torch.Tensor) -> torch.Tensor:
 
 def _assert_canonical(model: TreeBornMachine) -> None:
     """Every node other than the centre is an isometry onto its bond towards the centre."""
-    st = model.structure
+    st = model.tree
     c = model.center
     for node in model.nodes():
         if node == c:
@@ -154,7 +154,7 @@ def test_layout_auto_and_config_errors():
 
 def test_bond_dims_capped_at_exact_maximum():
     model = TreeBornMachine.random(16, bond_dim=1000, seed=0)
-    st = model.structure
+    st = model.tree
     for (c, _), dim in zip(model.edges(), model.bond_dims()):
         k = st.subtree_size(c)
         assert dim == 2 ** min(k, 16 - k)
@@ -249,7 +249,7 @@ def test_complex_state():
 def test_784_variable_image_tree_is_finite(dtype):
     model = TreeBornMachine.random(784, bond_dim=8, seed=3, dtype=dtype)
     ref = TreeBornMachine.random(784, bond_dim=8, seed=3, dtype="float64")
-    assert model.structure.layout == "image" and model.max_bond == 8
+    assert model.tree.layout == "image" and model.max_bond == 8
     gen = torch.Generator().manual_seed(0)
     x = torch.randint(0, 2, (64, 784), generator=gen)
     lp = model.log_prob(x)
@@ -259,7 +259,7 @@ def test_784_variable_image_tree_is_finite(dtype):
     assert float((lp.double() - ref.log_prob(x)).abs().max()) < tol(dtype, "logp_drift")
     if dtype == "float64":  # the generic contraction agrees on a few rows
         _assert_logp_close(_generic_log_prob(model, x[:8]), lp[:8], 1e-9)
-        model._center = None
+        model.drop_center()
         assert abs(float(model.log_norm())) < 1e-10
     samples, slp = model.sample(16, seed=0)
     assert torch.isfinite(slp).all()
@@ -385,7 +385,7 @@ def test_bars_and_stripes_acceptance():
 def test_sampler_matches_exact_distribution(n, layout, shape, center):
     model = _model(n, layout, shape, 3, seed=6)
     if center is None:
-        model._center = None
+        model.drop_center()
     elif center != "root":
         model.move_center(center)
     exact = exact_log_probs(model)
@@ -451,7 +451,7 @@ def test_checkpoint_roundtrip_after_training(tmp_path):
     loaded = tnborn.load(path)
     assert isinstance(loaded, TreeBornMachine) and loaded.config() == model.config()
     assert loaded.center == 3 and loaded.bond_dims() == model.bond_dims()
-    assert loaded.structure == model.structure
+    assert loaded.tree == model.tree
     for a, b in zip(loaded.arrays(), model.arrays()):
         assert torch.equal(a, b)
     x = all_configs(9)
@@ -466,12 +466,14 @@ def test_checkpoint_roundtrip_after_training(tmp_path):
 def test_from_arrays_validates_shapes():
     model = _model(7, "binary", None, 3)
     cfg = model.config()
-    assert cfg == {"num_variables": 7, "phys_dim": 2, "layout": "binary", "image_shape": None}
+    assert {k: v for k, v in cfg.items() if k != "tree"} == {
+        "num_variables": 7, "phys_dim": 2, "layout": "binary", "image_shape": None}
+    assert cfg["tree"]["parent"] == list(model.tree.parent)
     arrays = model.arrays()
     with pytest.raises(ConfigError):
         TreeBornMachine.from_arrays(arrays[:-1], cfg)
     bad = list(arrays)
-    bad[0] = torch.zeros(2, 2, 5, dtype=torch.float64)
+    bad[0] = torch.ones(2, 2, 5, dtype=torch.float64)
     with pytest.raises(ConfigError):
         TreeBornMachine.from_arrays(bad, cfg)
     with pytest.raises(ConfigError):
@@ -496,7 +498,7 @@ def test_entanglement_entropies_match_dense_svd(n, layout, shape):
     model = _model(n, layout, shape, 4, seed=3)
     psi = dense_psi(model)
     psi = psi / torch.linalg.vector_norm(psi)
-    st = model.structure
+    st = model.tree
     got = model.entanglement_entropies()
     assert len(got) == len(model.edges())
     for k, (c, _) in enumerate(model.edges()):
@@ -524,7 +526,7 @@ def test_registered_and_exported():
     model = TreeBornMachine.random(16, 2)
     assert "geometry='tree'" in repr(model)
     assert set(model.tn.tensors[0].tags) == {"NODE0"}
-    assert model.bond_index(0, model.structure.parent[0]) == "b0"
+    assert model.bond_index(0, model.tree.parent[0]) == "b0"
     with pytest.raises(ConfigError):
         model.bond_index(0, 1)
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import math
+import weakref
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -45,9 +46,11 @@ from .contraction import contract_log_scaled, onehot
 from .data import validate_binary
 from .errors import ConfigError, DataError, DeviceError, NumericalError
 from .primitives import SplitInfo, check_split_finite, draw_categorical, truncation_rank
+from .structure import NetworkStructure, derive_structure
 
 __all__ = [
     "BornMachine",
+    "checked_arrays",
     "TwoSiteBlock",
     "Node",
 ]
@@ -90,54 +93,164 @@ class TwoSiteBlock:
     virtual: dict[str, tuple[Node, Node]]
 
 
-class BornMachine(abc.ABC):
-    """Abstract tensor-network Born machine ``P(x) = |psi(x)|^2 / Z``.
+class _TreeFlag:
+    """``is_tree``: derived from the network on an instance, declared on a class.
 
-    Subclasses register themselves with :func:`tnborn.registry.register_geometry`
-    and implement the structural methods listed in the module docstring.
+    On a model it says whether *its* graph is a tree (so the two-site sweep,
+    the canonical form and message-passing environments apply). On a geometry
+    class it says whether every network the geometry builds is a tree
+    (``builds_trees``), which is what a command line needs before a model exists.
+    """
+
+    def __get__(self, obj: Any, owner: type) -> bool:
+        if obj is None:
+            return bool(getattr(owner, "builds_trees", False))
+        return obj.structure.is_tree
+
+
+class BornMachine(abc.ABC):
+    """Tensor-network Born machine ``P(x) = |psi(x)|^2 / Z`` on a quimb network.
+
+    The structure (nodes, neighbours, bonds, where each variable sits) is read
+    off the network by :func:`~tnborn.structure.derive_structure`; a geometry
+    subclass supplies only how to build its network and, optionally, faster
+    exact paths (see the module docstring).
 
     Parameters
     ----------
-    phys_dim : int, optional
-        Dimension of every physical index (2 for binary variables).
+    tn : quimb.tensor.TensorNetwork
+        The network, torch arrays, one node tag per tensor.
+    site_ind_id : str
+        Template of the physical index names (``"k{}"``).
+    node_tag_id : str
+        Template of the node tags (``"I{}"`` for quimb's MPS).
+    center : hashable, optional
+        A node the network is already canonical about (not checked).
     """
 
     #: Registry name of the geometry (``"mps"``, ``"tree"`` ...).
     geometry: ClassVar[str] = ""
-    #: Whether the graph of nodes is a tree, so that the two-site sweep
-    #: trainer, the canonical form and message-passing environments apply.
-    is_tree: ClassVar[bool] = False
+    #: Whether every network this geometry builds is a tree.
+    builds_trees: ClassVar[bool] = False
+    is_tree = _TreeFlag()
 
-    def __init__(self, phys_dim: int = 2):
-        self.phys_dim = int(phys_dim)
+    def __init__(
+        self,
+        tn: qtn.TensorNetwork,
+        site_ind_id: str = "k{}",
+        node_tag_id: str = "I{}",
+        center: Node | None = None,
+    ):
+        self._tn = tn
+        self._site_ind_id = site_ind_id
+        self._node_tag_id = node_tag_id
+        self._structure = derive_structure(tn, site_ind_id, node_tag_id)
         self._center: Node | None = None
+        self._center_marks: dict = {}
+        self._structure_changed()
+        if center is not None:
+            self.set_center(center)
 
     # ------------------------------------------------------------------ #
-    # structure: what a geometry must say about itself
+    # structure: derived from the quimb network
     # ------------------------------------------------------------------ #
     @property
-    @abc.abstractmethod
     def tn(self) -> qtn.TensorNetwork:
-        """The underlying quimb tensor network (torch arrays)."""
+        """The underlying quimb tensor network (torch arrays, live).
+
+        Editing it is allowed: the model notices at its next public call that
+        an array changed (and forgets its canonical centre), or that tensors or
+        indices changed (and derives its structure again).
+        """
+        return self._tn
 
     @property
-    @abc.abstractmethod
+    def structure(self) -> NetworkStructure:
+        """What the model knows about its network (derived, see :mod:`tnborn.structure`)."""
+        return self._structure
+
+    @property
+    def site_ind_id(self) -> str:
+        """Template of the physical index names."""
+        return self._site_ind_id
+
+    @property
+    def node_tag_id(self) -> str:
+        """Template of the node tags."""
+        return self._node_tag_id
+
+    def _structure_changed(self) -> None:
+        """Hook run whenever the structure is (re)derived: geometries refresh fast-path caches here."""
+
+    def check_network(self) -> None:
+        """Notice edits made to :attr:`tn` from outside the model.
+
+        Public methods call this before they trust the canonical centre. If a
+        tensor or index was added, removed or renamed, the structure is derived
+        again (and checked); if any array was replaced or written in place
+        since the centre was established, the centre is dropped, so every
+        quantity is computed exactly until :meth:`move_center` restores it.
+
+        Raises
+        ------
+        ConfigError
+            If the edited network is no longer a valid Born machine network.
+        """
+        if not self._structure.still_describes(self._tn):
+            self._structure = derive_structure(self._tn, self._site_ind_id, self._node_tag_id)
+            self._structure_changed()
+            self._center = None
+            self._center_marks = {}
+            return
+        if self._center is not None and not self._marks_hold():
+            self._center = None
+            self._center_marks = {}
+
+    def _marks_hold(self) -> bool:
+        tensors = self._structure.tensors
+        for node, (ref, version) in self._center_marks.items():
+            data = tensors[node].data
+            if ref() is not data or data._version != version:
+                return False
+        return True
+
+    def _mark(self, nodes: Any) -> None:
+        tensors = self._structure.tensors
+        for node in nodes:
+            data = tensors[node].data
+            self._center_marks[node] = (weakref.ref(data), data._version)
+
+    def _check_node(self, node: Any) -> Node:
+        try:
+            if node in self._structure.tensors:
+                return node
+        except TypeError:  # unhashable
+            pass
+        raise ConfigError(f"{node!r} is not a node of this {self.geometry} model "
+                          f"(nodes are {_preview(self._structure.nodes)})")
+
+    @property
     def num_variables(self) -> int:
         """Number of variables ``N`` (physical indices)."""
+        return len(self._structure.variable_indices)
 
-    @abc.abstractmethod
+    @property
+    def phys_dim(self) -> int:
+        """Dimension of every physical index (2 for binary variables)."""
+        return self._structure.phys_dim
+
     def nodes(self) -> tuple[Node, ...]:
-        """All node keys, in a fixed order (used for checkpoints).
+        """All node keys, sorted (the order of checkpoints and :meth:`arrays`).
 
         Returns
         -------
         tuple of hashable
             The node keys.
         """
+        return self._structure.nodes
 
-    @abc.abstractmethod
     def neighbours(self, node: Node) -> tuple[Node, ...]:
-        """Nodes joined to ``node`` by a virtual bond.
+        """Nodes joined to ``node`` by a virtual bond, in node order.
 
         Parameters
         ----------
@@ -149,8 +262,8 @@ class BornMachine(abc.ABC):
         tuple of hashable
             Its neighbours.
         """
+        return self._structure.neighbours[self._check_node(node)]
 
-    @abc.abstractmethod
     def node_tensor(self, node: Node) -> qtn.Tensor:
         """The quimb tensor of ``node`` (the live one, not a copy).
 
@@ -164,8 +277,12 @@ class BornMachine(abc.ABC):
         quimb.tensor.Tensor
             The tensor held by the network.
         """
+        try:
+            return self._structure.tensors[node]
+        except (KeyError, TypeError):
+            self._check_node(node)
+            raise
 
-    @abc.abstractmethod
     def bond_index(self, u: Node, v: Node) -> str:
         """Name of the virtual index joining neighbours ``u`` and ``v``.
 
@@ -179,8 +296,11 @@ class BornMachine(abc.ABC):
         str
             The index name.
         """
+        try:
+            return self._structure.bonds[frozenset((u, v))]
+        except (KeyError, TypeError):
+            raise ConfigError(f"{u!r} and {v!r} are not neighbours in this {self.geometry} network") from None
 
-    @abc.abstractmethod
     def variable_index(self, var: int) -> str:
         """Name of the physical index of variable ``var``.
 
@@ -194,8 +314,8 @@ class BornMachine(abc.ABC):
         str
             The index name.
         """
+        return self._structure.variable_indices[var]
 
-    @abc.abstractmethod
     def variable_node(self, var: int) -> Node:
         """The node carrying the physical index of variable ``var``.
 
@@ -209,6 +329,43 @@ class BornMachine(abc.ABC):
         hashable
             The node key.
         """
+        return self._structure.variable_nodes[var]
+
+    def node_variables(self, node: Node) -> tuple[int, ...]:
+        """Variables whose physical index sits on ``node``.
+
+        Parameters
+        ----------
+        node : hashable
+            A node key.
+
+        Returns
+        -------
+        tuple of int
+            The variables, ascending (empty for a node without physical index).
+        """
+        return self._structure.node_variables.get(self._check_node(node), ())
+
+    def edges(self) -> list[tuple[Node, Node]]:
+        """All virtual bonds ``(u, v)`` once each, ``u`` before ``v`` in node order.
+
+        Returns
+        -------
+        list of (hashable, hashable)
+            The edges.
+        """
+        return self._structure.edges()
+
+    def bond_dims(self) -> list[int]:
+        """Bond dimension of every edge, in :meth:`edges` order.
+
+        Returns
+        -------
+        list of int
+            The bond dimensions.
+        """
+        st = self._structure
+        return [int(st.tensors[u].ind_size(st.bonds[frozenset((u, v))])) for u, v in st.edges()]
 
     @abc.abstractmethod
     def config(self) -> dict[str, Any]:
@@ -240,8 +397,19 @@ class BornMachine(abc.ABC):
             The machine (centre unknown until the caller sets it).
         """
 
+    # ------------------------------------------------------------------ #
+    # canonical form (generic for every tree; geometries may go faster)
+    # ------------------------------------------------------------------ #
+    def _require_tree(self, what: str) -> None:
+        if not self._structure.is_tree:
+            raise NotImplementedError(
+                f"{what} needs a network without loops; this {self.geometry} network has "
+                f"{len(self._structure.bonds) - len(self._structure.nodes) + 1} independent loop(s): "
+                "train it with GradientTrainer"
+            )
+
     def sweep_schedule(self) -> list[list[tuple[Node, Node]]]:
-        """The two-site sweep of this geometry, as half-sweeps of steps.
+        """The two-site sweep of this network, as half-sweeps of steps.
 
         Each step ``(source, target)`` names two neighbouring nodes: they are
         merged, updated and split, and the canonical centre ends on
@@ -249,31 +417,82 @@ class BornMachine(abc.ABC):
         centre walks along the graph. A *loop* is the concatenation of all
         half-sweeps.
 
+        The generic schedule, for any tree, is rooted at the last node: each
+        half-sweep is a depth-first walk from the root into some of its
+        subtrees and back. A node ``c`` without further children is updated
+        once, by ``(c, parent)``; an inner node is entered by
+        ``(parent, c)``, walked recursively and left by ``(c, parent)``. The
+        first half-sweep is the trip into the root's first subtree, the second
+        the trips into the others (the same trip again when there is only one).
+
         Returns
         -------
         list of list of (node, node)
             The half-sweeps.
         """
-        raise NotImplementedError(
-            f"geometry {self.geometry!r} has no two-site sweep; train it with GradientTrainer"
-        )
+        self._require_tree("the two-site sweep")
+        st = self._structure
+        root = st.nodes[-1]
+        parent, children = _rooted(st, root)
+
+        def trip(n: Node) -> list[tuple[Node, Node]]:
+            if not children[n]:
+                return [(n, parent[n])]
+            steps = [(parent[n], n)]
+            for c in children[n]:
+                steps += trip(c)
+            return steps + [(n, parent[n])]
+
+        trips = [trip(c) for c in children[root]]
+        if len(trips) == 1:
+            return [trips[0], list(trips[0])]
+        return [trips[0], [step for t in trips[1:] for step in t]]
 
     def move_center(self, node: Node) -> None:
         """Move the orthogonality centre to ``node`` by exact gauge moves (QR).
+
+        With no known centre every other node is first made an isometry
+        pointing towards ``node`` (farthest nodes first); the state is unchanged.
 
         Parameters
         ----------
         node : hashable
             The new centre.
         """
-        raise NotImplementedError(f"geometry {self.geometry!r} has no canonical form")
+        self._require_tree("a canonical form")
+        self.check_network()
+        node = self._check_node(node)
+        if self._center == node:
+            return
+        self._move_center(node)
+        self._center = node
+        self._center_marks = {}
+        self._mark(self._structure.nodes)
+
+    def _move_center(self, node: Node) -> None:
+        """Gauge moves bringing the centre to ``node`` (generic: QR along the tree via quimb)."""
+        st = self._structure
+        if self._center is None:
+            parent, children = _rooted(st, node)
+            order = _post_order(children, node)
+            moves = [(n, parent[n]) for n in order if n != node]
+        else:
+            path = _path(st, self._center, node)
+            moves = list(zip(path[:-1], path[1:]))
+        for a, b in moves:
+            qtn.tensor_canonize_bond(st.tensors[a], st.tensors[b], absorb="right", method="qr")
 
     # ------------------------------------------------------------------ #
-    # derived structure
+    # the canonical centre: one owner
     # ------------------------------------------------------------------ #
     @property
     def center(self) -> Node | None:
-        """The current orthogonality centre, or ``None`` if not canonical."""
+        """The current orthogonality centre, or ``None`` if not canonical.
+
+        Checked against the network first (:meth:`check_network`): after an
+        outside edit of :attr:`tn` it is ``None``.
+        """
+        self.check_network()
         return self._center
 
     def set_center(self, node: Node | None) -> None:
@@ -288,9 +507,21 @@ class BornMachine(abc.ABC):
         node : hashable or None
             A node of the network, or ``None`` for "not canonical".
         """
-        if node is not None and node not in set(self.nodes()):
-            raise ConfigError(f"{node!r} is not a node of this {self.geometry} model")
+        if node is None:
+            self.drop_center()
+            return
+        if not self._structure.still_describes(self._tn):
+            self.check_network()
+        node = self._check_node(node)
         self._center = node
+        self._center_marks = {}
+        self._mark(self._structure.nodes)
+
+    def _center_moved(self, node: Node, written: Sequence[Node]) -> None:
+        """Record that this model's own code wrote ``written`` and left the centre on ``node``."""
+        had_center = self._center is not None
+        self._center = node
+        self._mark(written if had_center else self._structure.nodes)
 
     def drop_center(self) -> None:
         """Forget the canonical form (after the tensors were changed from outside).
@@ -299,6 +530,7 @@ class BornMachine(abc.ABC):
         :meth:`move_center` restores a centre.
         """
         self._center = None
+        self._center_marks = {}
 
     @contextlib.contextmanager
     def ignoring_center(self):
@@ -312,64 +544,14 @@ class BornMachine(abc.ABC):
         BornMachine
             The model itself.
         """
-        center = self._center
+        center, marks = self._center, dict(self._center_marks)
         self._center = None
+        self._center_marks = {}
         try:
             yield self
         finally:
-            self._center = center
+            self._center, self._center_marks = center, marks
 
-    def node_variables(self, node: Node) -> tuple[int, ...]:
-        """Variables whose physical index sits on ``node``.
-
-        Parameters
-        ----------
-        node : hashable
-            A node key.
-
-        Returns
-        -------
-        tuple of int
-            The variables, ascending (empty for a node without physical index).
-        """
-        cache = getattr(self, "_node_vars_cache", None)
-        if cache is None:
-            cache = {}
-            for var in range(self.num_variables):
-                cache.setdefault(self.variable_node(var), []).append(var)
-            cache = {k: tuple(v) for k, v in cache.items()}
-            self._node_vars_cache = cache
-        return cache.get(node, ())
-
-    def edges(self) -> list[tuple[Node, Node]]:
-        """All virtual bonds ``(u, v)`` once each, in node order.
-
-        Returns
-        -------
-        list of (hashable, hashable)
-            The edges, ``u`` before ``v`` in :meth:`nodes` order.
-        """
-        order = {n: i for i, n in enumerate(self.nodes())}
-        out = []
-        for u in self.nodes():
-            for v in self.neighbours(u):
-                if order[u] < order[v]:
-                    out.append((u, v))
-        return out
-
-    def bond_dims(self) -> list[int]:
-        """Bond dimension of every edge, in :meth:`edges` order.
-
-        Returns
-        -------
-        list of int
-            The bond dimensions.
-        """
-        dims = []
-        for u, v in self.edges():
-            t = self.node_tensor(u)
-            dims.append(int(t.ind_size(self.bond_index(u, v))))
-        return dims
 
     @property
     def max_bond(self) -> int:
@@ -428,9 +610,11 @@ class BornMachine(abc.ABC):
         dt = resolve_dtype(dtype) if dtype is not None else self.dtype
         if not dt.is_complex and self.dtype.is_complex:
             raise ConfigError("casting a complex Born machine to a real dtype would drop the phases")
+        center = self.center
         for n in self.nodes():
             t = self.node_tensor(n)
             t.modify(data=t.data.to(device=dev, dtype=dt))
+        self.set_center(center)
         return self
 
     def copy(self) -> "BornMachine":
@@ -441,8 +625,9 @@ class BornMachine(abc.ABC):
         BornMachine
             A machine of the same class, with the same centre.
         """
+        center = self.center
         new = type(self).from_arrays([a.clone() for a in self.arrays()], self.config())
-        new._center = self._center
+        new.set_center(center)
         return new
 
     def __repr__(self) -> str:
@@ -527,17 +712,20 @@ class BornMachine(abc.ABC):
     # ------------------------------------------------------------------ #
     # probabilities (generic exact contraction; geometries may override)
     # ------------------------------------------------------------------ #
-    def log_amplitude(self, x: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def log_amplitude(self, x: Any, chunk_size: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``log|psi(x)|`` and the phase ``psi/|psi|`` of a batch.
 
         Generic exact path: the network and a one-hot selection per variable
         (sharing a batch hyper-index) are contracted by
-        :func:`~tnborn.contraction.contract_log_scaled`.
+        :func:`~tnborn.contraction.contract_log_scaled`; geometries supply
+        faster exact paths through :meth:`_log_amplitude`.
 
         Parameters
         ----------
         x : array_like
             Configurations ``(batch, N)``.
+        chunk_size : int
+            Configurations processed at once (bounds memory).
 
         Returns
         -------
@@ -546,7 +734,17 @@ class BornMachine(abc.ABC):
         phase : torch.Tensor
             ``(batch,)`` tensor of signs (real) or unit phases (complex).
         """
-        return self._log_amplitude_contract(self.as_configurations(x))
+        chunk_size = check_integer(chunk_size, "chunk_size", 1)
+        self.check_network()
+        xt = self.as_configurations(x)
+        if xt.shape[0] <= chunk_size:
+            return self._log_amplitude(xt)
+        outs = [self._log_amplitude(xt[s : s + chunk_size]) for s in range(0, xt.shape[0], chunk_size)]
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    def _log_amplitude(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Log-amplitudes of validated configurations (fast paths override this)."""
+        return self._log_amplitude_contract(x)
 
     def _log_amplitude_contract(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         arrays, inputs = [], []
@@ -566,13 +764,19 @@ class BornMachine(abc.ABC):
     def log_norm(self) -> torch.Tensor:
         """Return ``log Z`` where ``Z = sum_x |psi(x)|^2`` (a real scalar tensor).
 
-        Generic path: contraction of the doubled network ``<psi|psi>``.
+        Generic path: contraction of the doubled network ``<psi|psi>``; with a
+        canonical centre, geometries read it off the centre tensor.
 
         Returns
         -------
         torch.Tensor
             ``log Z``.
         """
+        self.check_network()
+        return self._log_norm()
+
+    def _log_norm(self) -> torch.Tensor:
+        """``log Z`` of the network as it is (fast paths override this)."""
         arrays, inputs = self._doubled_network(frozenset())
         mant, log = contract_log_scaled(arrays, inputs, ())
         return torch.log(mant.real) + log
@@ -714,6 +918,7 @@ class BornMachine(abc.ABC):
             ``(num_samples,)`` their exact log-probabilities.
         """
         n = check_integer(num_samples, "num_samples", 1)
+        self.check_network()
         gen = self._generator(seed, generator)
         x = torch.zeros((n, self.num_variables), dtype=torch.int64, device=self.device)
         mask = torch.zeros_like(x, dtype=torch.bool)
@@ -752,6 +957,7 @@ class BornMachine(abc.ABC):
             ``(batch, num_samples)`` exact ``log P(unknown | known)``.
         """
         k = check_integer(num_samples, "num_samples", 1)
+        self.check_network()
         xt = self.as_configurations(x)
         m = self.as_mask(mask, xt.shape[0])
         xr = xt.repeat_interleave(k, dim=0)
@@ -981,6 +1187,93 @@ class BornMachine(abc.ABC):
         check_split_finite(ldata, rdata, block.nodes)
         self.node_tensor(u).modify(data=ldata.contiguous(), inds=left.inds)
         self.node_tensor(v).modify(data=rdata.contiguous(), inds=right.inds)
-        self._center = target
+        self._center_moved(target, block.nodes)
         info.singular_values = kept
         return info
+
+
+def checked_arrays(arrays: Any, what: str = "node") -> list[torch.Tensor]:
+    """Validate the arrays given to a geometry constructor and return them as torch tensors.
+
+    Parameters
+    ----------
+    arrays : sequence of array_like
+        torch tensors or numpy arrays (converted, keeping their dtype).
+    what : str
+        What one array is called in messages (``"site"``, ``"node"``).
+
+    Returns
+    -------
+    list of torch.Tensor
+        The arrays.
+
+    Raises
+    ------
+    ConfigError
+        If an array is not numeric floating point or complex, has a NaN or
+        infinite entry, or is all zero (then ``psi = 0`` and ``P`` is undefined).
+    """
+    try:
+        arrays = list(arrays)
+    except TypeError:
+        raise ConfigError(f"expected a sequence of {what} arrays, got {type(arrays).__name__}") from None
+    out = []
+    for k, a in enumerate(arrays):
+        if isinstance(a, np.ndarray):
+            if a.dtype.kind not in "fc":
+                raise ConfigError(f"{what} {k}: expected a floating or complex array, got dtype {a.dtype}")
+            a = torch.from_numpy(np.ascontiguousarray(a))
+        if not isinstance(a, torch.Tensor):
+            raise ConfigError(f"{what} {k}: expected a torch tensor or numpy array, got {type(a).__name__}")
+        if not (a.dtype.is_floating_point or a.dtype.is_complex):
+            raise ConfigError(f"{what} {k}: expected a floating or complex tensor, got {a.dtype} "
+                              "(convert with .double())")
+        if a.numel() and not bool(torch.isfinite(a).all()):
+            raise ConfigError(f"{what} {k}: the array has NaN or infinite entries")
+        if a.numel() == 0 or not bool((a != 0).any()):
+            raise ConfigError(f"{what} {k}: the array is all zero, so psi = 0 and P is undefined")
+        out.append(a)
+    return out
+
+
+def _preview(items: Sequence[Any], limit: int = 4) -> str:
+    shown = ", ".join(repr(i) for i in list(items)[:limit])
+    return f"{shown}, ... ({len(items)} in all)" if len(items) > limit else shown
+
+
+def _rooted(st: NetworkStructure, root: Node) -> tuple[dict, dict]:
+    """Parent and children (in node order) of every node of a tree rooted at ``root``."""
+    parent: dict = {root: None}
+    children: dict = {n: [] for n in st.nodes}
+    stack = [root]
+    while stack:
+        n = stack.pop()
+        for nb in st.neighbours[n]:
+            if nb not in parent:
+                parent[nb] = n
+                children[n].append(nb)
+                stack.append(nb)
+    return parent, children
+
+
+def _post_order(children: dict, root: Node) -> list:
+    """Nodes of a rooted tree, every node after all of its descendants."""
+    out: list = []
+    stack = [(root, False)]
+    while stack:
+        n, done = stack.pop()
+        if done:
+            out.append(n)
+            continue
+        stack.append((n, True))
+        stack.extend((c, False) for c in reversed(children[n]))
+    return out
+
+
+def _path(st: NetworkStructure, a: Node, b: Node) -> list:
+    """The nodes on the tree path from ``a`` to ``b`` (both included)."""
+    parent, _ = _rooted(st, b)
+    path = [a]
+    while path[-1] != b:
+        path.append(parent[path[-1]])
+    return path

@@ -21,7 +21,7 @@ import torch
 from ..backend import check_integer, check_seed, make_generator, resolve_device, resolve_dtype
 from ..environments import Message, node_message
 from ..errors import ConfigError, NumericalError
-from ..interface import BornMachine, TwoSiteBlock
+from ..interface import checked_arrays, BornMachine, TwoSiteBlock
 from ..primitives import SplitInfo, check_split_finite, draw_categorical, truncation_rank
 from ..registry import register_geometry
 from . import _mps_kernels as kern
@@ -114,14 +114,13 @@ class MPSBornMachine(BornMachine):
     """
 
     geometry = "mps"
-    is_tree = True
+    builds_trees = True
 
     def __init__(self, arrays: Sequence[torch.Tensor], center: int | None = None):
-        arrays = list(arrays)
+        arrays = checked_arrays(arrays, "site")
         if len(arrays) < 2:
             raise ConfigError(f"an MPS Born machine needs at least 2 variables, got {len(arrays)}")
         d = int(arrays[0].shape[1])
-        super().__init__(phys_dim=d)
         for k, a in enumerate(arrays):
             if a.ndim != 3 or a.shape[1] != d:
                 raise ConfigError(f"site {k}: expected a (D_left, {d}, D_right) array, got {tuple(a.shape)}")
@@ -130,19 +129,30 @@ class MPSBornMachine(BornMachine):
         if arrays[0].shape[0] != 1 or arrays[-1].shape[2] != 1:
             raise ConfigError("the end sites must have outer bond dimension 1")
         quimb_arrays = [arrays[0][0]] + list(arrays[1:-1]) + [arrays[-1][:, :, 0]]
-        self._mps = qtn.MatrixProductState(quimb_arrays, shape="lpr")
+        mps = qtn.MatrixProductState(quimb_arrays, shape="lpr")
         n = len(arrays)
-        self._tensors = [self._mps[self._mps.site_tag(k)] for k in range(n)]
-        self._bonds = [self._mps.bond(k, k + 1) for k in range(n - 1)]
-        self._phys = [self._mps.site_ind(k) for k in range(n)]
         # quimb stores (left, right, phys); keep (left, phys, right) contiguous instead,
         # the layout of the fast kernels and of split (no per-call transposes)
-        for k, (t, a) in enumerate(zip(self._tensors, quimb_arrays)):
-            lpr = tuple(ix for ix in (self._bonds[k - 1] if k > 0 else None, self._phys[k],
-                                      self._bonds[k] if k < n - 1 else None) if ix is not None)
+        for k, a in enumerate(quimb_arrays):
+            t = mps[mps.site_tag(k)]
+            lpr = tuple(ix for ix in (mps.bond(k - 1, k) if k > 0 else None, mps.site_ind(k),
+                                      mps.bond(k, k + 1) if k < n - 1 else None) if ix is not None)
             if tuple(t.inds) != lpr:
                 t.modify(data=a.contiguous(), inds=lpr)
-        self._center = center
+        super().__init__(mps, site_ind_id=mps.site_ind_id, node_tag_id=mps.site_tag_id, center=center)
+
+    def _structure_changed(self) -> None:
+        """Cache the chain's tensors, bonds and physical indices for the fast paths."""
+        st = self.structure
+        n = len(st.nodes)
+        if st.nodes != tuple(range(n)) or st.variable_nodes != tuple(range(n)) or any(
+            st.neighbours[k] != tuple(j for j in (k - 1, k + 1) if 0 <= j < n) for k in range(n)
+        ):
+            raise ConfigError("the network of an MPSBornMachine must stay an open chain with one "
+                              "variable per site; use tnborn.from_quimb for other networks")
+        self._tensors = [st.tensors[k] for k in range(n)]
+        self._bonds = [st.bonds[frozenset((k, k + 1))] for k in range(n - 1)]
+        self._phys = list(st.variable_indices)
 
     # ----------------------------------------------------------- construction
     @classmethod
@@ -221,6 +231,7 @@ class MPSBornMachine(BornMachine):
         MPSBornMachine
             The machine (centre unknown until set by the caller).
         """
+        arrays = checked_arrays(arrays, "site")
         n = int(config.get("num_variables", len(arrays)))
         if len(arrays) != n:
             raise ConfigError(f"expected {n} site arrays, got {len(arrays)}")
@@ -243,147 +254,7 @@ class MPSBornMachine(BornMachine):
     @property
     def tn(self) -> qtn.MatrixProductState:
         """The quimb :class:`~quimb.tensor.MatrixProductState` (torch arrays)."""
-        return self._mps
-
-    @property
-    def num_variables(self) -> int:
-        """Number of sites."""
-        return len(self._tensors)
-
-    def nodes(self) -> tuple[int, ...]:
-        """Site numbers ``0 .. N-1``.
-
-        Returns
-        -------
-        tuple of int
-            The sites.
-        """
-        return tuple(range(len(self._tensors)))
-
-    def neighbours(self, node: int) -> tuple[int, ...]:
-        """Adjacent sites.
-
-        Parameters
-        ----------
-        node : int
-            A site number.
-
-        Returns
-        -------
-        tuple of int
-            The one or two sites next to ``node``.
-        """
-        n = len(self._tensors)
-        if 0 < node < n - 1:
-            return (node - 1, node + 1)
-        return tuple(k for k in (node - 1, node + 1) if 0 <= k < n)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The dtype of the tensors."""
-        return self._tensors[0].data.dtype
-
-    @property
-    def device(self) -> torch.device:
-        """The device of the tensors."""
-        return self._tensors[0].data.device
-
-    def node_tensor(self, node: int) -> qtn.Tensor:
-        """The quimb tensor of site ``node``.
-
-        Parameters
-        ----------
-        node : int
-            A site number.
-
-        Returns
-        -------
-        quimb.tensor.Tensor
-            The live tensor (not a copy).
-        """
-        return self._tensors[node]
-
-    def bond_index(self, u: int, v: int) -> str:
-        """Name of the bond between adjacent sites.
-
-        Parameters
-        ----------
-        u, v : int
-            Two adjacent sites, in either order.
-
-        Returns
-        -------
-        str
-            The index name.
-        """
-        if abs(u - v) != 1:
-            raise ConfigError(f"sites {u} and {v} are not neighbours")
-        return self._bonds[min(u, v)]
-
-    def variable_index(self, var: int) -> str:
-        """Physical index of variable ``var`` (``'k{var}'``).
-
-        Parameters
-        ----------
-        var : int
-            Variable number, ``0 <= var < num_variables``.
-
-        Returns
-        -------
-        str
-            The index name.
-        """
-        return self._phys[var]
-
-    def variable_node(self, var: int) -> int:
-        """Site of variable ``var``.
-
-        Parameters
-        ----------
-        var : int
-            Variable number, ``0 <= var < num_variables``.
-
-        Returns
-        -------
-        int
-            The site (equal to ``var``).
-        """
-        return var
-
-    def node_variables(self, node: int) -> tuple[int, ...]:
-        """Variables on site ``node``: just ``(node,)``.
-
-        Parameters
-        ----------
-        node : int
-            A site number.
-
-        Returns
-        -------
-        tuple of int
-            ``(node,)``.
-        """
-        return (node,)
-
-    def edges(self) -> list[tuple[int, int]]:
-        """Bonds ``(k, k+1)``.
-
-        Returns
-        -------
-        list of (int, int)
-            The ``N - 1`` bonds, left to right.
-        """
-        return [(k, k + 1) for k in range(len(self._tensors) - 1)]
-
-    def bond_dims(self) -> list[int]:
-        """Dimension of every bond, left to right.
-
-        Returns
-        -------
-        list of int
-            ``N - 1`` bond dimensions.
-        """
-        return [int(self._tensors[k].ind_size(b)) for k, b in enumerate(self._bonds)]
+        return self._tn
 
     def _site(self, k: int) -> torch.Tensor:
         """Site ``k``'s array as ``(D_l, d, D_r)`` (a view of the live data)."""
@@ -400,23 +271,7 @@ class MPSBornMachine(BornMachine):
         list of torch.Tensor
             One 3-D array per site (end bonds of size 1).
         """
-        out = []
-        n = len(self._tensors)
-        for k, t in enumerate(self._tensors):
-            inds = t.inds
-            order = []
-            if k > 0:
-                order.append(inds.index(self._bonds[k - 1]))
-            order.append(inds.index(self._phys[k]))
-            if k < n - 1:
-                order.append(inds.index(self._bonds[k]))
-            a = t.data.permute(*order)
-            if k == 0:
-                a = a.unsqueeze(0)
-            if k == n - 1:
-                a = a.unsqueeze(-1)
-            out.append(a)
-        return out
+        return _lpr_sites(self._tensors, self._bonds, self._phys)
 
     # ----------------------------------------------------------- sweeps
     def sweep_schedule(self) -> list[list[tuple[int, int]]]:
@@ -438,23 +293,16 @@ class MPSBornMachine(BornMachine):
         right = [(k, k + 1) for k in range(0, n - 2)]
         return [left, right]
 
-    def move_center(self, node: int) -> None:
-        """Move the orthogonality centre to site ``node`` with quimb's canonize.
-
-        Parameters
-        ----------
-        node : int
-            The new centre.
-        """
-        if self._center == node:
-            return
-        cur = "calc" if self._center is None else self._center
-        self._mps.canonize(node, cur_orthog=cur)
+    def _move_center(self, node: int) -> None:
+        """Move the orthogonality centre with quimb's canonize (fast path of the generic QR walk)."""
+        old = self._center
+        cur = "calc" if old is None else old
+        self._tn.canonize(node, cur_orthog=cur)
         # quimb may leave transposed (non-contiguous) arrays: restore the contiguous
         # (left, phys, right) layout, so that results do not depend on how a state was reached
         # (a checkpoint reloads contiguous arrays, and must compute bit-identically)
         n = len(self._tensors)
-        lo, hi = (0, n - 1) if self._center is None else (min(self._center, node), max(self._center, node))
+        lo, hi = (0, n - 1) if old is None else (min(old, node), max(old, node))
         for k in range(lo, hi + 1):
             t = self._tensors[k]
             lpr = tuple(ix for ix in (self._bonds[k - 1] if k > 0 else None, self._phys[k],
@@ -462,14 +310,16 @@ class MPSBornMachine(BornMachine):
             if tuple(t.inds) != lpr or not t.data.is_contiguous():
                 t.transpose_(*lpr)
                 t.modify(data=t.data.contiguous())
-        self._center = node
 
     def normalize(self) -> None:
         """Rescale to ``Z = 1`` (moves the centre to the last site if unknown)."""
-        if self._center is None:
-            self.move_center(len(self._tensors) - 1)
-        t = self._tensors[self._center]
+        center = self.center
+        if center is None:
+            center = len(self._tensors) - 1
+            self.move_center(center)
+        t = self._tensors[center]
         t.modify(data=t.data / torch.linalg.vector_norm(t.data))
+        self._center_moved(center, (center,))
 
     # ----------------------------------------------------------- fast two-site update
     def _block_inds(self, k: int) -> tuple[str | None, str, str, str | None]:
@@ -594,7 +444,7 @@ class MPSBornMachine(BornMachine):
                                 inds=tuple(ix for ix in (names[0], names[1], bond) if ix is not None))
         self._tensors[k + 1].modify(data=right.reshape(rshape).contiguous(),
                                     inds=tuple(ix for ix in (bond, names[2], names[3]) if ix is not None))
-        self._center = target
+        self._center_moved(target, block.nodes)
         info.singular_values = kept
         return info
 
@@ -645,7 +495,7 @@ class MPSBornMachine(BornMachine):
         return kern.normalise_rows(y, log)
 
     # ----------------------------------------------------------- probabilities
-    def log_norm(self) -> torch.Tensor:
+    def _log_norm(self) -> torch.Tensor:
         """``log Z``: from the centre tensor when canonical, else by transfer matrices.
 
         Returns
@@ -669,42 +519,19 @@ class MPSBornMachine(BornMachine):
             log = log + torch.log(scale)
         return log + torch.log(env.real.reshape(()))
 
-    def log_amplitude(self, x: Any, chunk_size: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-to-right log-amplitudes with per-site rescaling (exact, batched).
-
-        Parameters
-        ----------
-        x : array_like
-            ``(batch, N)`` configurations.
-        chunk_size : int
-            Configurations processed at once (bounds memory).
-
-        Returns
-        -------
-        log_abs, phase : torch.Tensor
-            As in :meth:`BornMachine.log_amplitude`.
-        """
-        xt = self.as_configurations(x)
-        outs = [self._log_amplitude_chain(xt[s : s + chunk_size]) for s in range(0, xt.shape[0], chunk_size)]
-        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-
-    def _log_amplitude_chain(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _log_amplitude(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Left-to-right log-amplitudes with per-site rescaling (exact, batched)."""
         sites = [a.contiguous() for a in self.site_arrays()]
         return kern.log_amplitude_chain(sites, x)
 
     # ----------------------------------------------------------- sampling
     def _canonical_sites(self, end: int = 0) -> list[torch.Tensor]:
         """Copies of the site arrays, canonical towards a unit-norm centre at site ``end``."""
-        mps = self._mps.copy()
+        mps = self._tn.copy()
         cur = "calc" if self._center is None else self._center
         mps.canonize(end, cur_orthog=cur)
-        tmp = MPSBornMachine.__new__(MPSBornMachine)
-        tmp._mps = mps
-        n = len(self._tensors)
-        tmp._tensors = [mps[mps.site_tag(k)] for k in range(n)]
-        tmp._bonds = list(self._bonds)
-        tmp._phys = list(self._phys)
-        sites = tmp.site_arrays()
+        tensors = [mps[mps.site_tag(k)] for k in range(len(self._tensors))]
+        sites = _lpr_sites(tensors, self._bonds, self._phys)
         sites[end] = sites[end] / torch.linalg.vector_norm(sites[end])
         return sites
 
@@ -838,3 +665,20 @@ class MPSBornMachine(BornMachine):
             out.append(float(-(p * torch.log(p)).sum()))
             carry = s[:, None].to(vh.dtype) * vh
         return out
+
+
+def _lpr_sites(tensors: Sequence[qtn.Tensor], bonds: Sequence[str], phys: Sequence[str]) -> list[torch.Tensor]:
+    """Chain tensors as ``(D_l, d, D_r)`` views (end bonds of size 1)."""
+    n = len(tensors)
+    out = []
+    for k, t in enumerate(tensors):
+        order = ([t.inds.index(bonds[k - 1])] if k > 0 else []) + [t.inds.index(phys[k])]
+        if k < n - 1:
+            order.append(t.inds.index(bonds[k]))
+        a = t.data.permute(*order)
+        if k == 0:
+            a = a.unsqueeze(0)
+        if k == n - 1:
+            a = a.unsqueeze(-1)
+        out.append(a)
+    return out

@@ -25,7 +25,7 @@ import torch
 
 from ..backend import check_integer, check_seed, make_generator, resolve_device, resolve_dtype
 from ..errors import ConfigError, NumericalError
-from ..interface import BornMachine
+from ..interface import checked_arrays, BornMachine
 from ..registry import register_geometry
 
 __all__ = ["PEPSBornMachine", "random_peps_arrays", "grid_shape"]
@@ -151,15 +151,13 @@ class PEPSBornMachine(BornMachine):
     """
 
     geometry = "peps"
-    is_tree = False
 
     def __init__(self, arrays: Sequence[torch.Tensor], image_shape: Sequence[int]):
-        arrays = list(arrays)
+        arrays = checked_arrays(arrays, "site")
         h, w = grid_shape(len(arrays), image_shape)
         d = int(arrays[0].shape[-1]) if arrays[0].ndim else 0
         if d < 2:
             raise ConfigError(f"the physical (last) axis must have size >= 2, got {tuple(arrays[0].shape)}")
-        super().__init__(phys_dim=d)
         self._shape = (h, w)
         self._nodes = tuple((i, j) for i in range(h) for j in range(w))
         grid: list[list[torch.Tensor]] = [[None] * w for _ in range(h)]  # type: ignore[list-item]
@@ -183,16 +181,14 @@ class PEPSBornMachine(BornMachine):
                         f"bond {(i, j)}-{(oi, oj)}: dimensions {grid[i][j].shape[axis]} and "
                         f"{grid[oi][oj].shape[back]} differ"
                     )
-        self._peps = qtn.PEPS(grid, shape="urdlp")
-        self._tensors = {n: self._peps[self._peps.site_tag(*n)] for n in self._nodes}
-        self._phys = [self._peps.site_ind(*n) for n in self._nodes]
-        self._bonds: dict[frozenset, str] = {}
-        for u in self._nodes:
-            for v in self.neighbours(u):
-                shared = set(self._tensors[u].inds) & set(self._tensors[v].inds)
-                (ix,) = shared
-                self._bonds[frozenset((u, v))] = ix
-        self._center = None
+        peps = qtn.PEPS(grid, shape="urdlp")
+        super().__init__(peps, site_ind_id=peps.site_ind_id, node_tag_id=peps.site_tag_id)
+
+    def _structure_changed(self) -> None:
+        """Check that the network is still the ``h x w`` grid (row-major variables)."""
+        if self.structure.nodes != self._nodes or self.structure.variable_nodes != self._nodes:
+            raise ConfigError(f"the network of a PEPSBornMachine must stay a {self._shape[0]}x{self._shape[1]} "
+                              "grid with one variable per site; use tnborn.from_quimb for other networks")
 
     # ----------------------------------------------------------- construction
     @classmethod
@@ -264,11 +260,11 @@ class PEPSBornMachine(BornMachine):
         """
         layout = []
         for node in self._nodes:
-            letters = {self._phys[self.node_variables(node)[0]]: "p"}
+            letters = {self.variable_index(self.node_variables(node)[0]): "p"}
             for nb in self.neighbours(node):
                 offset = (nb[0] - node[0], nb[1] - node[1])
                 letters[self.bond_index(node, nb)] = "urdl"[_DIRECTIONS.index(offset)]
-            layout.append("".join(letters[ix] for ix in self._tensors[node].inds))
+            layout.append("".join(letters[ix] for ix in self.node_tensor(node).inds))
         return {"num_variables": self.num_variables, "phys_dim": self.phys_dim,
                 "image_shape": list(self._shape), "layout": layout}
 
@@ -288,6 +284,7 @@ class PEPSBornMachine(BornMachine):
         PEPSBornMachine
             The machine.
         """
+        arrays = checked_arrays(arrays, "site")
         n = int(config.get("num_variables", len(arrays)))
         if len(arrays) != n:
             raise ConfigError(f"expected {n} site arrays, got {len(arrays)}")
@@ -309,137 +306,18 @@ class PEPSBornMachine(BornMachine):
         if not math.isfinite(log_z):
             raise NumericalError(f"cannot normalise: log Z = {log_z}")
         factor = math.exp(-log_z / (2 * len(self._nodes)))
-        for t in self._tensors.values():
+        for node in self.nodes():
+            t = self.node_tensor(node)
             t.modify(data=t.data * factor)
 
     # ----------------------------------------------------------- structure
     @property
     def tn(self) -> qtn.PEPS:
         """The quimb :class:`~quimb.tensor.PEPS` (torch arrays)."""
-        return self._peps
-
-    @property
-    def num_variables(self) -> int:
-        """Number of sites ``h * w``."""
-        return len(self._nodes)
+        return self._tn
 
     @property
     def image_shape(self) -> tuple[int, int]:
         """The grid ``(h, w)``."""
         return self._shape
 
-    def nodes(self) -> tuple[tuple[int, int], ...]:
-        """Sites ``(i, j)`` in row-major order.
-
-        Returns
-        -------
-        tuple of (int, int)
-            All ``h * w`` nodes; node ``k`` carries variable ``k``.
-        """
-        return self._nodes
-
-    def neighbours(self, node: tuple[int, int]) -> tuple[tuple[int, int], ...]:
-        """Sites sharing a bond with ``node``.
-
-        Parameters
-        ----------
-        node : tuple of int
-            A site ``(i, j)``.
-
-        Returns
-        -------
-        tuple of (int, int)
-            Its neighbours in the order row + 1, col + 1, row - 1, col - 1 (those that exist).
-        """
-        h, w = self._shape
-        i, j = self._check_node(node)
-        return tuple((i + di, j + dj) for di, dj in _site_directions(i, j, h, w))
-
-    def node_tensor(self, node: tuple[int, int]) -> qtn.Tensor:
-        """The quimb tensor of site ``node`` (the live one, not a copy).
-
-        Parameters
-        ----------
-        node : tuple of int
-            A site ``(i, j)``.
-
-        Returns
-        -------
-        quimb.tensor.Tensor
-            Its tensor.
-        """
-        return self._tensors[self._check_node(node)]
-
-    def bond_index(self, u: tuple[int, int], v: tuple[int, int]) -> str:
-        """Name of the bond between neighbouring sites ``u`` and ``v``.
-
-        Parameters
-        ----------
-        u, v : tuple of int
-            Neighbouring sites.
-
-        Returns
-        -------
-        str
-            The shared index name.
-        """
-        try:
-            return self._bonds[frozenset((tuple(u), tuple(v)))]
-        except (KeyError, TypeError):
-            raise ConfigError(f"sites {u!r} and {v!r} are not neighbours") from None
-
-    def variable_index(self, var: int) -> str:
-        """Physical index of variable ``var``.
-
-        Parameters
-        ----------
-        var : int
-            Variable number (row-major pixel number).
-
-        Returns
-        -------
-        str
-            quimb's ``'k{i},{j}'``.
-        """
-        return self._phys[var]
-
-    def variable_node(self, var: int) -> tuple[int, int]:
-        """Site carrying variable ``var``.
-
-        Parameters
-        ----------
-        var : int
-            Variable number.
-
-        Returns
-        -------
-        tuple of int
-            ``(var // w, var % w)``.
-        """
-        return self._nodes[var]
-
-    def node_variables(self, node: tuple[int, int]) -> tuple[int, ...]:
-        """Variables on ``node``.
-
-        Parameters
-        ----------
-        node : tuple of int
-            A site ``(i, j)``.
-
-        Returns
-        -------
-        tuple of int
-            Just ``(i * w + j,)``.
-        """
-        i, j = self._check_node(node)
-        return (i * self._shape[1] + j,)
-
-    def _check_node(self, node: Any) -> tuple[int, int]:
-        try:
-            i, j = node
-        except (TypeError, ValueError):
-            raise ConfigError(f"a PEPS node is a pair (row, col), got {node!r}") from None
-        h, w = self._shape
-        if not (0 <= i < h and 0 <= j < w):
-            raise ConfigError(f"node {node!r} is outside the {h}x{w} grid")
-        return (int(i), int(j))

@@ -47,7 +47,7 @@ import torch
 
 from ..backend import check_integer, check_seed, make_generator, resolve_device, resolve_dtype
 from ..errors import ConfigError, NumericalError
-from ..interface import BornMachine, TwoSiteBlock
+from ..interface import checked_arrays, BornMachine, TwoSiteBlock
 from ..primitives import SplitInfo, draw_categorical
 from ..registry import register_geometry
 from ._tree_structure import (
@@ -345,15 +345,14 @@ class TreeBornMachine(BornMachine):
     """
 
     geometry = "tree"
-    is_tree = True
+    builds_trees = True
 
     def __init__(self, arrays: Sequence[torch.Tensor], structure: TreeStructure, center: int | None = None):
-        arrays = list(arrays)
+        arrays = checked_arrays(arrays, "node")
         st = structure
         if len(arrays) != st.num_nodes:
             raise ConfigError(f"the tree has {st.num_nodes} nodes but {len(arrays)} arrays were given")
         d = int(arrays[0].shape[0]) if arrays[0].ndim else 0  # node 0 is a bottom node
-        super().__init__(phys_dim=d)
         if d < 2:
             raise ConfigError(f"physical dimension must be >= 2, got {d}")
         dims = [int(a.shape[-1]) if a.ndim else 0 for a in arrays]
@@ -371,15 +370,20 @@ class TreeBornMachine(BornMachine):
                 inds = inds + (f"b{node}",)
             self._inds.append(inds)
             tensors.append(qtn.Tensor(a, inds=inds, tags={f"NODE{node}"}))
-        self._tn = qtn.TensorNetwork(tensors, virtual=True)
-        self._tensors = tensors
-        self._var_node = [0] * st.num_variables
-        for node, vs in enumerate(st.variables):
-            for v in vs:
-                self._var_node[v] = node
         if center is not None and not (isinstance(center, int) and 0 <= center < st.num_nodes):
             raise ConfigError(f"center must be a node number in [0, {st.num_nodes}), got {center!r}")
-        self._center = center
+        super().__init__(qtn.TensorNetwork(tensors, virtual=True), site_ind_id="k{}", node_tag_id="NODE{}",
+                         center=center)
+
+    def _structure_changed(self) -> None:
+        """Check that the network still has the layout's shape (the fast paths rely on it)."""
+        st, net = self._struct, self.structure
+        if net.nodes != tuple(range(st.num_nodes)) or any(
+            set(net.tensors[n].inds) != set(self._inds[n]) for n in net.nodes
+        ):
+            raise ConfigError("the network of a TreeBornMachine must keep its layout's nodes and "
+                              "indices; use tnborn.from_quimb for other networks")
+        self._tensors = [net.tensors[n] for n in net.nodes]
 
     # ----------------------------------------------------------- construction
     @classmethod
@@ -430,12 +434,16 @@ class TreeBornMachine(BornMachine):
         return cls([a.to(dev) for a in arrays], struct, center=struct.root)
 
     def config(self) -> dict[str, Any]:
-        """Construction parameters (for checkpoints): size, layout and image shape.
+        """Construction parameters (for checkpoints): size, layout and the whole tree.
+
+        The tree itself (parents, children, variables and pixel blocks of every
+        node) is stored, so that a model built on a hand-made
+        :class:`TreeStructure` loads back.
 
         Returns
         -------
         dict
-            ``num_variables``, ``phys_dim``, ``layout`` and ``image_shape``.
+            ``num_variables``, ``phys_dim``, ``layout``, ``image_shape`` and ``tree``.
         """
         st = self._struct
         return {
@@ -443,6 +451,13 @@ class TreeBornMachine(BornMachine):
             "phys_dim": self.phys_dim,
             "layout": st.layout,
             "image_shape": list(st.image_shape) if st.layout == "image" else None,
+            "tree": {
+                "image_shape": list(st.image_shape),
+                "parent": list(st.parent),
+                "children": [list(c) for c in st.children],
+                "variables": [list(v) for v in st.variables],
+                "blocks": [list(b) for b in st.blocks],
+            },
         }
 
     @classmethod
@@ -454,16 +469,21 @@ class TreeBornMachine(BornMachine):
         arrays : sequence of torch.Tensor
             Node arrays in :meth:`nodes` order, in the fixed index order.
         config : dict
-            From :meth:`config`.
+            From :meth:`config` (checkpoints written before the tree was stored
+            have only the layout, which is rebuilt).
 
         Returns
         -------
         TreeBornMachine
             The machine (centre unknown until set by the caller).
         """
+        arrays = checked_arrays(arrays, "node")
         if not isinstance(config, dict) or not isinstance(config.get("num_variables"), int):
             raise ConfigError(f"a tree config needs an integer 'num_variables', got {config!r}")
-        struct = tree_structure(config["num_variables"], config.get("layout", "auto"), config.get("image_shape"))
+        if config.get("tree") is not None:
+            struct = _stored_tree(config)
+        else:
+            struct = tree_structure(config["num_variables"], config.get("layout", "auto"), config.get("image_shape"))
         d = config.get("phys_dim")
         machine = cls(arrays, struct)
         if d is not None and int(d) != machine.phys_dim:
@@ -472,12 +492,7 @@ class TreeBornMachine(BornMachine):
 
     # ----------------------------------------------------------- structure
     @property
-    def tn(self) -> qtn.TensorNetwork:
-        """The quimb :class:`~quimb.tensor.TensorNetwork` (torch arrays, tags ``NODE{i}``)."""
-        return self._tn
-
-    @property
-    def structure(self) -> TreeStructure:
+    def tree(self) -> TreeStructure:
         """The tree layout (parents, children, variables and pixel block of every node)."""
         return self._struct
 
@@ -485,136 +500,6 @@ class TreeBornMachine(BornMachine):
     def root(self) -> int:
         """The root node (the last one)."""
         return self._struct.root
-
-    @property
-    def num_variables(self) -> int:
-        """Number of variables."""
-        return self._struct.num_variables
-
-    def nodes(self) -> tuple[int, ...]:
-        """Node numbers ``0 .. M-1`` (bottom level first, root last).
-
-        Returns
-        -------
-        tuple of int
-            The nodes.
-        """
-        return tuple(range(self._struct.num_nodes))
-
-    def neighbours(self, node: int) -> tuple[int, ...]:
-        """Children, then the parent.
-
-        Parameters
-        ----------
-        node : int
-            A node number.
-
-        Returns
-        -------
-        tuple of int
-            The neighbours of ``node`` (no parent for the root).
-        """
-        return _neighbours(self._struct, node)
-
-    def node_tensor(self, node: int) -> qtn.Tensor:
-        """The quimb tensor of ``node``.
-
-        Parameters
-        ----------
-        node : int
-            A node number.
-
-        Returns
-        -------
-        quimb.tensor.Tensor
-            The live tensor (not a copy).
-        """
-        return self._tensors[node]
-
-    def bond_index(self, u: int, v: int) -> str:
-        """Name of the bond between neighbours: ``'b{child}'``.
-
-        Parameters
-        ----------
-        u, v : int
-            A node and its parent, in either order.
-
-        Returns
-        -------
-        str
-            The index name.
-        """
-        st = self._struct
-        if 0 <= u < st.num_nodes and st.parent[u] == v:
-            return f"b{u}"
-        if 0 <= v < st.num_nodes and st.parent[v] == u:
-            return f"b{v}"
-        raise ConfigError(f"nodes {u!r} and {v!r} are not neighbours in the tree")
-
-    def variable_index(self, var: int) -> str:
-        """Physical index of variable ``var`` (``'k{var}'``).
-
-        Parameters
-        ----------
-        var : int
-            Variable number, ``0 <= var < num_variables``.
-
-        Returns
-        -------
-        str
-            The index name.
-        """
-        return f"k{var}"
-
-    def variable_node(self, var: int) -> int:
-        """Bottom node carrying variable ``var``.
-
-        Parameters
-        ----------
-        var : int
-            Variable number, ``0 <= var < num_variables``.
-
-        Returns
-        -------
-        int
-            The node number.
-        """
-        return self._var_node[var]
-
-    def node_variables(self, node: int) -> tuple[int, ...]:
-        """Variables on ``node`` (empty for internal nodes).
-
-        Parameters
-        ----------
-        node : int
-            A node number.
-
-        Returns
-        -------
-        tuple of int
-            The variables, ascending.
-        """
-        return self._struct.variables[node]
-
-    def edges(self) -> list[tuple[int, int]]:
-        """Edges ``(child, parent)`` ordered by child.
-
-        Returns
-        -------
-        list of (int, int)
-            The ``M - 1`` edges.
-        """
-        return [(c, self._struct.parent[c]) for c in range(self._struct.num_nodes - 1)]
-
-    def bond_dims(self) -> list[int]:
-        """Dimension of every edge, in :meth:`edges` order.
-
-        Returns
-        -------
-        list of int
-            The bond dimensions.
-        """
-        return [int(self._tensors[c].ind_size(f"b{c}")) for c in range(self._struct.num_nodes - 1)]
 
     def _data(self, node: int) -> torch.Tensor:
         """Array of ``node`` in the fixed index order."""
@@ -666,22 +551,9 @@ class TreeBornMachine(BornMachine):
             return [trips[0], list(trips[0])]
         return [trips[0], [step for t in trips[1:] for step in t]]
 
-    def move_center(self, node: int) -> None:
-        """Move the orthogonality centre to ``node`` by QR along the tree path.
-
-        With no known centre every node is first made an isometry towards
-        ``node`` (leaves first). Exact gauge moves: the state is unchanged.
-
-        Parameters
-        ----------
-        node : int
-            The new centre.
-        """
+    def _move_center(self, node: int) -> None:
+        """QR moves along the tree path, in the fixed index order (fast path of the generic walk)."""
         st = self._struct
-        if not (isinstance(node, int) and 0 <= node < st.num_nodes):
-            raise ConfigError(f"node must be a node number in [0, {st.num_nodes}), got {node!r}")
-        if self._center == node:
-            return
         arrays = [self._data(n) for n in range(st.num_nodes)]
         if self._center is None:
             _canonize_all(st, arrays, node)
@@ -693,14 +565,16 @@ class TreeBornMachine(BornMachine):
             changed = path
         for n in changed:
             self._set(n, arrays[n])
-        self._center = node
 
     def normalize(self) -> None:
         """Rescale to ``Z = 1`` (canonicalises towards the root first if no centre is known)."""
-        if self._center is None:
-            self.move_center(self.root)
-        c = self._data(self._center)
-        self._set(self._center, c / torch.linalg.vector_norm(c))
+        center = self.center
+        if center is None:
+            center = self.root
+            self.move_center(center)
+        c = self._data(center)
+        self._set(center, c / torch.linalg.vector_norm(c))
+        self._center_moved(center, (center,))
 
     def split(
         self,
@@ -727,10 +601,11 @@ class TreeBornMachine(BornMachine):
         info = super().split(block, data, target, cutoff, max_bond, min_bond, method)
         for node in block.nodes:
             self._reorder(node)
+        self._center_moved(self._center, block.nodes)
         return info
 
     # ----------------------------------------------------------- probabilities
-    def log_norm(self) -> torch.Tensor:
+    def _log_norm(self) -> torch.Tensor:
         """``log Z``: from the centre tensor when canonical, else by a leaves-to-root doubled pass.
 
         Returns
@@ -760,25 +635,6 @@ class TreeBornMachine(BornMachine):
             envs[node] = env
         return log + torch.log(envs[st.root].real.reshape(()))
 
-    def log_amplitude(self, x: Any, chunk_size: int = 8192) -> tuple[torch.Tensor, torch.Tensor]:
-        """Leaves-to-root log-amplitudes with per-node rescaling (exact, batched).
-
-        Parameters
-        ----------
-        x : array_like
-            ``(batch, N)`` configurations.
-        chunk_size : int
-            Configurations processed at once (bounds memory).
-
-        Returns
-        -------
-        log_abs, phase : torch.Tensor
-            As in :meth:`BornMachine.log_amplitude`.
-        """
-        xt = self.as_configurations(x)
-        outs = [self._log_amplitude_tree(xt[s : s + chunk_size]) for s in range(0, xt.shape[0], chunk_size)]
-        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
-
     def _grouped(self, node: int, a: torch.Tensor | None = None) -> torch.Tensor:
         """Array of ``node`` as ``(child bonds..., S, Dp)``: joint physical axis ``S = d^k``
         (1 without physical indices) and parent bond ``Dp`` (1 at the root)."""
@@ -788,7 +644,7 @@ class TreeBornMachine(BornMachine):
         dp = a.shape[-1] if st.parent[node] >= 0 else 1
         return a.reshape(*a.shape[:k], -1, dp)
 
-    def _log_amplitude_tree(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _log_amplitude(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         st = self._struct
         b = x.shape[0]
         rows = torch.arange(b, device=x.device)
@@ -994,3 +850,31 @@ class TreeBornMachine(BornMachine):
 
         down(st.root)
         return out
+
+
+def _stored_tree(config: dict[str, Any]) -> TreeStructure:
+    """The :class:`TreeStructure` stored in a config, checked to be one tree over all variables."""
+    tree, n = config["tree"], config["num_variables"]
+    try:
+        parent = tuple(int(p) for p in tree["parent"])
+        children = tuple(tuple(int(c) for c in cs) for cs in tree["children"])
+        variables = tuple(tuple(int(v) for v in vs) for vs in tree["variables"])
+        blocks = tuple(tuple(int(b) for b in bl) for bl in tree["blocks"])
+        image_shape = tuple(int(x) for x in tree["image_shape"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"the stored tree is malformed ({exc}); expected parent, children, variables, "
+                          "blocks and image_shape lists") from None
+    m = len(parent)
+    if not (len(children) == len(variables) == len(blocks) == m) or m == 0:
+        raise ConfigError("the stored tree's parent, children, variables and blocks lists differ in length")
+    roots = [k for k in range(m) if parent[k] < 0]
+    if roots != [m - 1] or any(not (0 <= p < m) for p in parent[:-1]):
+        raise ConfigError("the stored tree must have exactly one root, the last node, and valid parents")
+    for k in range(m):
+        if sorted(children[k]) != sorted(c for c in range(m) if parent[c] == k):
+            raise ConfigError(f"the stored tree's children of node {k} do not match the parents")
+    if sorted(v for vs in variables for v in vs) != list(range(n)):
+        raise ConfigError(f"the stored tree must place every variable 0..{n - 1} exactly once")
+    layout = config.get("layout", "binary")
+    return TreeStructure(num_variables=n, layout=str(layout), image_shape=image_shape, parent=parent,
+                         children=children, variables=variables, blocks=blocks)

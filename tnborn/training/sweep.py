@@ -592,6 +592,7 @@ class SweepTrainer:
             for node in (source, target):
                 t = model.node_tensor(node)
                 t.modify(data=t.data.to(dtype))
+            model.set_center(target)  # the cast is ours: the network is still canonical about target
         cache.invalidate(source)
         cache.invalidate(target)
         return {"bond": (source, target), "bond_dim": info.bond_dim,
