@@ -25,6 +25,7 @@ new one is accepted. ``psi`` of the new block on the same batch is one more
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -263,6 +264,12 @@ def _steps(m, feats, last, batches, sizes, lr, step, comm, max_rise, counts, ops
         g = _to_ops(comm.all_reduce_sum(_from_ops(ops.weighted(f, r, psi))), ops)
         counts.steps += 1
         rate, before = lr, None
+        if max_rise is not None:
+            before = _batch_nll(psi, size, comm, ops)
+            if not math.isfinite(before):  # every process sees the same reduced value
+                raise NumericalError(
+                    f"the batch NLL before a gradient step is {before}: psi(x) = 0 for a training sample, "
+                    "or a zero or non-finite value in the merged tensor or its environments")
         for shrink in range(MAX_STEP_SHRINKS + 1):
             new = step(m, g, size, rate, ops)
             nrm = ops.norm(new)
@@ -272,8 +279,6 @@ def _steps(m, feats, last, batches, sizes, lr, step, comm, max_rise, counts, ops
             if max_rise is None:
                 m = new
                 break
-            if before is None:
-                before = _batch_nll(psi, size, comm, ops)
             after = _batch_nll(ops.psi(f, new, r), size, comm, ops)
             if after <= before + max_rise:  # False for NaN: a non-finite step is never accepted
                 m = new
