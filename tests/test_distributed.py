@@ -9,6 +9,7 @@ computed in the test process with the same data and seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -58,6 +59,13 @@ def _tree_trainer(comm=None) -> tnborn.SweepTrainer:
                                max_bond=5, progress=False, communicator=comm)
 
 
+def _rule_trainer(comm=None) -> tnborn.SweepTrainer:
+    """The authors' norm0.25 rule with the step guard at a learning rate where both act."""
+    model = tnborn.MPSBornMachine.random(10, bond_dim=2, seed=6)
+    return tnborn.SweepTrainer(model, lr=0.05, descent_steps=3, batch_size=8, cutoff=1e-10, max_bond=6, seed=1,
+                               gradient_rescale="norm0.25", max_nll_rise=0.0, progress=False, communicator=comm)
+
+
 def _gradient_trainer(comm=None) -> tnborn.GradientTrainer:
     model = tnborn.MPSBornMachine.random(10, bond_dim=3, seed=5)
     return tnborn.GradientTrainer(model, lr=0.05, batch_size=7, seed=2, progress=False, communicator=comm)
@@ -94,6 +102,11 @@ def _worker(out: Path) -> None:
         tr = _tree_trainer(comm)
         tr.fit(x, loops=1)
         _save_arrays(out / f"tree_r{r}.npz", tr.model)
+
+        tr = _rule_trainer(comm)
+        tr.fit(x, loops=1)
+        _save_arrays(out / f"rule_r{r}.npz", tr.model)
+        (out / f"rule_stats_r{r}.json").write_text(json.dumps(dataclasses.asdict(tr.step_stats)))
 
         tr = _gradient_trainer(comm)
         tr.fit(x, epochs=3)
@@ -149,7 +162,7 @@ def _assert_same(got: list[np.ndarray], want: list[np.ndarray], tol: float = TOL
 # tests
 # --------------------------------------------------------------------------- #
 def test_ranks_hold_identical_models(two_proc):
-    for name in ("mps1", "mps2", "tree", "grad"):
+    for name in ("mps1", "mps2", "tree", "rule", "grad"):
         a, b = _load_arrays(two_proc / f"{name}_r0.npz"), _load_arrays(two_proc / f"{name}_r1.npz")
         _assert_same(a, b, tol=0.0)
 
@@ -170,6 +183,22 @@ def test_sweep_tree_two_processes_equal_one(two_proc):
     tr = _tree_trainer()
     tr.fit(_data(), loops=1)
     _assert_same(_load_arrays(two_proc / "tree_r0.npz"), _arrays(tr.model))
+
+
+def test_norm025_rule_and_step_guard_two_processes_equal_one(two_proc):
+    """norm0.25 and the step guard run data-parallel: same model, same guard decisions as 1 process."""
+    tr = _rule_trainer()
+    tr.fit(_data(), loops=1)
+    stats = dataclasses.asdict(tr.step_stats)
+    assert stats["shrunk"] + stats["rejected"] > 0  # the guard acted in this run
+    assert json.loads((two_proc / "rule_stats_r1.json").read_text()) == stats
+    _assert_same(_load_arrays(two_proc / "rule_r0.npz"), _arrays(tr.model))
+    other = tnborn.SweepTrainer(tnborn.MPSBornMachine.random(10, bond_dim=2, seed=6), lr=0.05, descent_steps=3,
+                                batch_size=8, cutoff=1e-10, max_bond=6, seed=1, max_nll_rise=0.0, progress=False)
+    other.fit(_data(), loops=1)
+    diff = max(np.abs(a - b).max() if a.shape == b.shape else np.inf
+               for a, b in zip(_arrays(other.model), _arrays(tr.model)))
+    assert diff > 1e-3  # the rule changed the result
 
 
 def test_resume_two_process_checkpoint_in_one_process(two_proc):

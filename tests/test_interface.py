@@ -396,18 +396,18 @@ def test_same_seed_same_samples(geometry):
 
 
 def test_fit_uses_the_geometry_default_trainer():
-    """``model.fit`` trains a tree geometry by sweeps and a non-tree one by gradients."""
+    """``tnborn.training.fit`` trains a tree geometry by sweeps and a non-tree one by gradients."""
     import math
 
     import tnborn
 
     data = tnborn.bars_and_stripes(2, 2)
     mps = tnborn.MPSBornMachine.random(4, 2, seed=0)
-    history = mps.fit(data, loops=2, lr=0.1, cutoff=5e-5)
+    history = tnborn.training.fit(mps, data, loops=2, lr=0.1, cutoff=5e-5)
     assert "half_sweep" in history[-1]
     assert abs(mps.nll(data) - math.log(6)) < 1e-3
     peps = tnborn.get_geometry("peps").random(4, bond_dim=2, seed=0)
-    history = peps.fit(data, loops=5, lr=0.1)
+    history = tnborn.training.fit(peps, data, loops=5, lr=0.1)
     assert len(history) == 5 and peps.nll(data) < history[0]["train_nll"] + 1e-12
 
 

@@ -443,23 +443,18 @@ def test_gradient_rescale_setting_is_validated_and_used(monkeypatch):
     with pytest.raises(ConfigError, match="gradient_rescale must be one of"):
         tnborn.SweepSettings(gradient_rescale="norm0.5").validate()
     data = tnborn.bars_and_stripes(2, 3)
-    calls = {"rescaled": 0, "plain": 0}
-    real_rescaled, real_plain = sweep_module.rescaled_gradient_steps, sweep_module.block_gradient_steps
+    rules: list[str] = []
+    real = sweep_module.block_gradient_steps
 
-    def spy_rescaled(*args):
-        calls["rescaled"] += 1
-        return real_rescaled(*args)
+    def spy(*args, **kwargs):
+        rules.append(kwargs["rule"])
+        return real(*args, **kwargs)
 
-    def spy_plain(*args):
-        calls["plain"] += 1
-        return real_plain(*args)
-
-    monkeypatch.setattr(sweep_module, "rescaled_gradient_steps", spy_rescaled)
-    monkeypatch.setattr(sweep_module, "block_gradient_steps", spy_plain)
+    monkeypatch.setattr(sweep_module, "block_gradient_steps", spy)
     model = tnborn.MPSBornMachine.random(6, 2, seed=0)
     tnborn.SweepTrainer(model.copy(), lr=5e-3, descent_steps=1, cutoff=0.0, progress=False,
                         gradient_rescale="norm0.25").fit(data, loops=1)
-    assert calls == {"rescaled": 2 * (6 - 2), "plain": 0}  # every bond update of the loop
-    calls.update(rescaled=0, plain=0)
+    assert rules == ["norm0.25"] * 2 * (6 - 2)  # every bond update of the loop
+    rules.clear()
     tnborn.SweepTrainer(model.copy(), lr=5e-3, descent_steps=1, cutoff=0.0, progress=False).fit(data, loops=1)
-    assert calls == {"rescaled": 0, "plain": 2 * (6 - 2)}
+    assert rules == ["none"] * 2 * (6 - 2)

@@ -207,12 +207,12 @@ class StepPatch:
         self.lrs: list[float] = []
         orig = sweep_module.block_gradient_steps
 
-        def steps(matrix, feats, last, batches, lr):
+        def steps(matrix, feats, last, batches, lr, **kwargs):
             self.lrs.append(lr)
             if bad(len(self.lrs)):
                 feats = feats.clone()
                 feats[0] = float("nan")
-            return orig(matrix, feats, last, batches, lr)
+            return orig(matrix, feats, last, batches, lr, **kwargs)
 
         monkeypatch.setattr(sweep_module, "block_gradient_steps", steps)
 

@@ -7,8 +7,10 @@ mini-batch stream is the single-process one (the same seeded permutation over
 *global* row indices), and each rank uses the rows of every global batch that
 fall in its shard. Per gradient step the ranks all-reduce (sum) the merged
 tensor's gradient contribution ``G = F^T (R / psi)`` and divide by the
-*global* batch size, so every rank applies the same update; the updated block
-is broadcast from rank 0 before the SVD, every rank truncates it identically,
+*global* batch size, so every rank applies the same update (the communicator is
+the reduce hook of the one local update,
+:func:`tnborn.training.local_update.block_gradient_steps`, so every rule and
+the step guard work data-parallel); the updated block is broadcast from rank 0 before the SVD, every rank truncates it identically,
 and a checksum of all tensors is compared across ranks after every half-sweep
 (or epoch). The trained model equals the single-process one up to the
 rounding of the summation order.
@@ -41,7 +43,6 @@ __all__ = [
     "free_port",
     "spawn",
     "shard_batches",
-    "distributed_gradient_steps",
     "reduce_mean",
     "sharded_nll",
     "data_parallel_loss_and_grads",
@@ -439,69 +440,6 @@ def shard_batches(
     return rows[mine] - start, [slice(bounds[k], bounds[k + 1]) for k in range(steps)]
 
 
-def distributed_gradient_steps(
-    matrix: torch.Tensor,
-    feats: torch.Tensor,
-    last: torch.Tensor,
-    batches: Sequence[slice],
-    sizes: Sequence[int],
-    lr: float,
-    comm: Communicator,
-) -> torch.Tensor:
-    """The gradient steps of :func:`~tnborn.training.sweep.block_gradient_steps`, data-parallel.
-
-    Step ``k`` forms this rank's ``G_k = F^T (R / psi)`` over its rows of batch
-    ``k`` (conjugated for complex blocks), sums it over the ranks, and applies
-    ``M <- M - 2 lr (M - G_k / sizes[k])``, ``M <- M / ||M||``. The result is
-    broadcast from rank 0, so every rank returns the same tensor.
-
-    Parameters
-    ----------
-    matrix : torch.Tensor
-        ``(K, D)`` normalised block (identical on every rank).
-    feats, last : torch.Tensor
-        ``(local rows, K)`` and ``(local rows, D)`` of this rank.
-    batches : sequence of slice
-        Rows of ``feats``/``last`` of each step (may be empty on some ranks).
-    sizes : sequence of int
-        Global batch size of each step.
-    lr : float
-        Learning rate.
-    comm : Communicator
-        The process group.
-
-    Returns
-    -------
-    torch.Tensor
-        The updated, normalised block.
-
-    Raises
-    ------
-    NumericalError
-        If some ``psi`` is zero or a value becomes non-finite on any rank
-        (non-finite values travel through the all-reduce, so every rank raises).
-    """
-    m = matrix
-    complex_ = m.is_complex()
-    for sl, size in zip(batches, sizes):
-        f, r = feats[sl], last[sl]
-        psi = (f @ m * r).sum(dim=1)
-        w = r / psi.unsqueeze(1)
-        g = f.transpose(0, 1) @ w
-        if complex_:
-            g = g.conj()
-        g = comm.all_reduce_sum(g.contiguous())
-        m = (1.0 - 2.0 * lr) * m + (2.0 * lr / size) * g
-        m = m / torch.linalg.vector_norm(m)
-    m = comm.broadcast_(m.contiguous())
-    if not bool(torch.isfinite(m).all() & (m != 0).any()):
-        raise NumericalError(
-            "the merged tensor became zero or non-finite in a data-parallel gradient step "
-            "(psi(x) = 0 for some training sample on some rank, or an overflow)"
-        )
-    return m
-
-
 def reduce_mean(values: torch.Tensor, comm: Communicator) -> torch.Tensor:
     """Mean of ``values`` over the rows of all ranks (a plain mean for one process).
 
@@ -557,7 +495,7 @@ def sharded_nll(model: Any, x: torch.Tensor, comm: Communicator, batch_size: int
 def data_parallel_loss_and_grads(
     model: Any, x: torch.Tensor, rows: torch.Tensor, params: Sequence[torch.Tensor], comm: Communicator
 ) -> float:
-    """Global mini-batch NLL and its gradient, each rank computing its rows only.
+    """Global mini-batch NLL and its gradient, each rank computing its rows only (also for one process).
 
     Rank ``r`` forms ``L_r = [r = 0] log Z - (2/B) sum_{b in batch and shard r} log|psi_b|``
     (``B`` the global batch size), back-propagates it and the gradients of
@@ -607,6 +545,8 @@ def data_parallel_loss_and_grads(
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
+    if comm.world_size == 1:
+        return float(value[0])
     flat = torch.cat([p.grad.reshape(-1) for p in params])
     comm.all_reduce_sum(flat)
     offset = 0

@@ -818,44 +818,6 @@ class BornMachine(abc.ABC):
         log_abs, _ = self.log_amplitude(x)
         return 2.0 * log_abs - self.log_norm()
 
-    def fit(
-        self, data: Any, loops: int = 2, test_data: Any = None, progress: bool | None = False, **settings: Any
-    ) -> list[dict[str, Any]]:
-        """Train in place with the default trainer of this geometry (scikit-learn spelling).
-
-        Tree geometries (``is_tree``) use the two-site
-        :class:`~tnborn.training.sweep.SweepTrainer` for ``loops`` loops; the
-        others use :class:`~tnborn.training.gradient.GradientTrainer` for
-        ``loops`` epochs. For resumable runs, callbacks or several phases,
-        build the trainer yourself.
-
-        Parameters
-        ----------
-        data : array_like
-            ``(samples, N)`` training configurations.
-        loops : int
-            Loops (sweep trainer) or epochs (gradient trainer).
-        test_data : array_like, optional
-            Held-out configurations, scored after every half-sweep or epoch.
-        progress : bool or None
-            Progress bar: ``False`` (default), ``True``, or ``None`` (on a terminal).
-        **settings
-            Fields of :class:`~tnborn.training.sweep.SweepSettings` or
-            :class:`~tnborn.training.gradient.GradientSettings`.
-
-        Returns
-        -------
-        list of dict
-            The training history.
-        """
-        if self.is_tree:
-            from .training.sweep import SweepTrainer
-
-            return SweepTrainer(self, progress=progress, **settings).fit(data, loops=loops, test_data=test_data)
-        from .training.gradient import GradientTrainer
-
-        return GradientTrainer(self, progress=progress, **settings).fit(data, epochs=loops, test_data=test_data)
-
     def score_samples(self, x: Any) -> np.ndarray:
         """Return ``log P(x)`` as a numpy array (scikit-learn spelling).
 

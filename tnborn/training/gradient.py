@@ -27,18 +27,18 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from ..backend import dtype_name, to_numpy
-from ..distributed import (Communicator, check_agreement, data_parallel_loss_and_grads,
-                           sharded_nll)
+from ..backend import dtype_name
+from ..distributed import Communicator, check_agreement, data_parallel_loss_and_grads, sharded_nll
 from ..errors import ConfigError, DataError, NumericalError
 from ..interface import BornMachine
-from ._setup import setup_trainer
+from .base import Trainer
 from .callbacks import Callback
+from .settings import Settings, check_batch_size, check_positive, is_int, is_number
 
 __all__ = ["GradientSettings", "GradientTrainer", "batch_nll", "rescale_to_unit_norm"]
 
@@ -48,87 +48,57 @@ _OPTIMIZERS = ("adam", "sgd")
 
 
 @dataclass
-class GradientSettings:
+class GradientSettings(Settings):
     """Hyper-parameters of :class:`GradientTrainer`.
+
+    The fields marked *per epoch* accept a list, one value per epoch (the last
+    one kept): see :mod:`tnborn.training.settings`.
 
     Attributes
     ----------
     optimizer : str
-        ``"adam"`` (default) or ``"sgd"``.
+        'adam' (default) or 'sgd'.
     lr : float
-        Learning rate.
+        Learning rate (per epoch).
     batch_size : int or None
-        Mini-batch size; ``None`` uses the whole training set every step.
-        An epoch is one pass over a fresh shuffle of the data (the last batch
-        of an epoch may be smaller).
+        Mini-batch size; None uses the whole training set every step. An epoch
+        is one pass over a fresh shuffle of the data (the last batch of an
+        epoch may be smaller) (per epoch).
     momentum : float
-        SGD momentum in ``[0, 1)`` (ignored by Adam).
+        SGD momentum in [0, 1), ignored by Adam (per epoch).
     grad_clip : float or None
         If set, the gradient of all tensors together is rescaled to at most
-        this 2-norm before each step.
+        this 2-norm before each step (per epoch).
     seed : int
         Seed of the mini-batch shuffling.
     """
 
     optimizer: str = "adam"
-    lr: float = 0.01
-    batch_size: int | None = None
-    momentum: float = 0.0
-    grad_clip: float | None = None
+    lr: Any = 0.01
+    batch_size: Any = None
+    momentum: Any = 0.0
+    grad_clip: Any = None
     seed: int = 0
 
-    def validate(self, num_samples: int | None = None) -> "GradientSettings":
-        """Check every value, raising :class:`~tnborn.errors.ConfigError` on the first bad one.
+    schedulable = ("lr", "batch_size", "momentum", "grad_clip")
+
+    def check(self, num_samples: int | None = None) -> None:
+        """Check one epoch's values, raising :class:`~tnborn.errors.ConfigError` on the first bad one.
 
         Parameters
         ----------
         num_samples : int, optional
             Training-set size, to check ``batch_size`` against.
-
-        Returns
-        -------
-        GradientSettings
-            ``self``.
         """
         if self.optimizer not in _OPTIMIZERS:
             raise ConfigError(f"optimizer must be one of {list(_OPTIMIZERS)}, got {self.optimizer!r}")
-        if not (_is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a positive finite number, got {self.lr!r}")
-        if not (_is_number(self.momentum) and 0.0 <= self.momentum < 1.0):
+        check_positive("lr", self.lr)
+        if not (is_number(self.momentum) and 0.0 <= self.momentum < 1.0):
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        if self.grad_clip is not None and not (
-            _is_number(self.grad_clip) and math.isfinite(self.grad_clip) and self.grad_clip > 0
-        ):
-            raise ConfigError(f"grad_clip must be a positive finite number or None, got {self.grad_clip!r}")
-        if self.batch_size is not None:
-            if not (_is_int(self.batch_size) and self.batch_size >= 1):
-                raise ConfigError(f"batch_size must be an integer >= 1 or None, got {self.batch_size!r}")
-            if num_samples is not None and self.batch_size > num_samples:
-                raise ConfigError(
-                    f"batch_size ({self.batch_size}) is larger than the training set ({num_samples})"
-                )
-        if not _is_int(self.seed):
+        check_positive("grad_clip", self.grad_clip, optional=True)
+        check_batch_size(self.batch_size, num_samples)
+        if not is_int(self.seed):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-        return self
-
-    @classmethod
-    def keys(cls) -> list[str]:
-        """Names of all settings.
-
-        Returns
-        -------
-        list of str
-            The field names.
-        """
-        return [f.name for f in fields(cls)]
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def batch_nll(model: BornMachine, x: torch.Tensor) -> torch.Tensor:
@@ -226,7 +196,7 @@ def _decode(obj: Any) -> Any:
     return obj
 
 
-class GradientTrainer:
+class GradientTrainer(Trainer):
     """Train all tensors of any Born machine by a torch optimiser on the exact NLL.
 
     Parameters
@@ -261,6 +231,10 @@ class GradientTrainer:
     2.65
     """
 
+    settings_class = GradientSettings
+    unit = "epochs"
+    _state_name = "gradient-trainer"
+
     def __init__(
         self,
         model: BornMachine,
@@ -270,47 +244,42 @@ class GradientTrainer:
         communicator: Communicator | None = None,
         **overrides: Any,
     ):
-        self.communicator, self.callbacks = setup_trainer(model, communicator, callbacks, progress)
-        settings = settings or GradientSettings()
-        if not isinstance(settings, GradientSettings):
-            raise ConfigError(f"settings must be a GradientSettings, got {type(settings).__name__}")
-        _check_keys(overrides)
-        self.model = model
-        self.settings = replace(settings, **overrides).validate()
-        self.history: list[dict[str, Any]] = []
+        super().__init__(model, settings, callbacks, progress, communicator, overrides)
         self.epochs_done = 0
         self.steps_done = 0
-        self.stop_training = False
-        self._generator = torch.Generator(device="cpu")
-        self._generator.manual_seed(self.settings.seed)
-        self._perm: torch.Tensor | None = None
-        self._pointer = 0
         self._optimizer: torch.optim.Optimizer | None = None
         self._optimizer_kind: str | None = None
         self._pending_state: dict[str, Any] | None = None
         self._params: list[torch.Tensor] = []
-        self._data_key: Any = None
+        self._active = self.settings.at(0)
 
-    # ----------------------------------------------------------------- batches
-    def _next_rows(self, n: int) -> torch.Tensor:
-        """Rows of the next mini-batch; a new shuffle starts every epoch."""
-        b = self.settings.batch_size
-        if b is None or b >= n:
-            self._pointer = n
-            return torch.arange(n)
-        if self._perm is None or self._pointer >= self._perm.shape[0]:
-            self._perm = torch.randperm(n, generator=self._generator)
-            self._pointer = 0
-        rows = self._perm[self._pointer : self._pointer + b]
-        self._pointer += rows.shape[0]
-        return rows
+    @property
+    def active_settings(self) -> GradientSettings:
+        """The settings of the current epoch (schedules resolved).
+
+        Returns
+        -------
+        GradientSettings
+            Without per-epoch lists.
+        """
+        return self._active
+
+    def _stream_restarts(self, old: Any, new: Any) -> bool:
+        return new.batch_size != old.batch_size
 
     # ----------------------------------------------------------------- parameters
     def _make_optimizer(self, params: list[torch.Tensor]) -> torch.optim.Optimizer:
-        s = self.settings
+        s = self._active
         if s.optimizer == "adam":
             return torch.optim.Adam(params, lr=s.lr)
         return torch.optim.SGD(params, lr=s.lr, momentum=s.momentum)
+
+    def _set_hyper(self) -> None:
+        """Give the optimiser this epoch's learning rate and momentum."""
+        for group in self._optimizer.param_groups:
+            group["lr"] = self._active.lr
+            if "momentum" in group:
+                group["momentum"] = self._active.momentum
 
     def _attach(self) -> None:
         """Make every node tensor a leaf that requires grad; (re)build the optimiser."""
@@ -330,10 +299,7 @@ class GradientTrainer:
         if old is not None:
             if _state_fits(old, params):
                 self._optimizer.load_state_dict(old)
-                for group in self._optimizer.param_groups:
-                    group["lr"] = self.settings.lr
-                    if "momentum" in group:
-                        group["momentum"] = self.settings.momentum
+                self._set_hyper()
             else:
                 logger.warning("optimiser state does not fit the model's tensors; starting it afresh")
 
@@ -356,6 +322,7 @@ class GradientTrainer:
 
         Calling ``fit`` again continues the run (history, optimiser state and
         batch stream carry over); keyword arguments change settings from now on.
+        A setting given as a list is a per-epoch schedule over the whole run.
 
         Parameters
         ----------
@@ -375,96 +342,66 @@ class GradientTrainer:
             (= epoch), ``step``, ``train_nll`` (exact, whole training set, after
             the epoch), ``batch_nll`` (mean of the epoch's mini-batch losses),
             ``test_nll``, ``max_bond``, ``bond_dims``, ``grad_norm`` (of the last
-            step, before clipping), ``seconds``, ``settings``.
+            step, before clipping), ``seconds``, ``settings`` (those of the epoch).
         """
-        model = self.model
-        x = model.as_configurations(data, name="training data")
-        test = model.as_configurations(test_data, name="test data") if test_data is not None else None
-        if not (_is_int(epochs) and epochs >= 0):
-            raise ConfigError(f"epochs must be a non-negative integer, got {epochs!r}")
-        if overrides:
-            _check_keys(overrides)
-            new = replace(self.settings, **overrides).validate(x.shape[0])
-            if new.seed != self.settings.seed:
-                self._generator.manual_seed(new.seed)
-                self._perm, self._pointer = None, 0
-            if new.batch_size != self.settings.batch_size:
-                self._perm, self._pointer = None, 0
-            self.settings = new
-        self.settings.validate(x.shape[0])
+        return self._fit(data, epochs, test_data, overrides)
+
+    def _train(self, x: torch.Tensor, test: torch.Tensor | None, epochs: int) -> None:
         n = x.shape[0]
-        key = (tuple(x.shape), int(x.sum()))
-        if self._data_key is not None and key != self._data_key:
-            self._perm, self._pointer = None, 0
-        self._data_key = key
-        if self._perm is not None and self._perm.shape[0] != n:
-            self._perm, self._pointer = None, 0
-        b = self.settings.batch_size
+        self._sync_data(x)
+        self._active = self.settings.at(self.epochs_done)
+        b = self._active.batch_size
         steps_per_epoch = 1 if b is None else -(-n // b)
-        model.drop_center()
-        self.stop_training = False
+        self.model.drop_center()
         self._attach()
-        try:
-            for cb in self.callbacks:
-                cb.on_fit_start(self, epochs * steps_per_epoch)
-            for _ in range(epochs):
-                self._epoch(x, test, steps_per_epoch)
-                if self.stop_training:
-                    break
-        finally:
-            self._detach()
-            model.drop_center()
-            for cb in self.callbacks:
-                cb.on_fit_end(self)
-        return self.history
+        self._run(epochs * steps_per_epoch, range(epochs), lambda _: self._epoch(x, test))
+
+    def _after_fit(self) -> None:
+        self._detach()
+        self.model.drop_center()
 
     def _step(self, x: torch.Tensor, rows: torch.Tensor) -> tuple[float, float]:
         opt = self._optimizer
         opt.zero_grad(set_to_none=True)
-        if self.communicator.world_size > 1:  # this rank's rows; gradients summed over the ranks
-            loss = torch.tensor(data_parallel_loss_and_grads(self.model, x, rows, self._params, self.communicator))
-        else:
-            loss = batch_nll(self.model, x[rows.to(x.device)])
-            if not bool(torch.isfinite(loss)):
-                raise NumericalError(
-                    f"the mini-batch NLL is {float(loss.detach())}: some training sample has psi(x) = 0 "
-                    "(probability zero) or the contraction overflowed"
-                )
-            loss.backward()
+        # this rank's rows; gradients summed over the ranks (one process: plain backward)
+        loss = data_parallel_loss_and_grads(self.model, x, rows, self._params, self.communicator)
         grads = [p.grad for p in self._params if p.grad is not None]
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
         if not bool(torch.isfinite(norm)):
             raise NumericalError("the gradient of the NLL is not finite")
-        clip = self.settings.grad_clip
+        clip = self._active.grad_clip
         if clip is not None and float(norm) > clip:
             for g in grads:
                 g.mul_(clip / float(norm))
         opt.step()
-        return float(loss.detach()), float(norm)
+        return loss, float(norm)
 
-    def _epoch(self, x: torch.Tensor, test: torch.Tensor | None, steps_per_epoch: int) -> dict[str, Any]:
+    def _epoch(self, x: torch.Tensor, test: torch.Tensor | None) -> dict[str, Any]:
         n = x.shape[0]
+        previous = self._active.batch_size
+        self._active = self.settings.at(self.epochs_done)
+        if self._active.batch_size != previous:
+            self.stream.restart()
+        self._set_hyper()
         t0 = time.perf_counter()
         losses, grad_norm, i = [], float("nan"), 0
         while True:
-            rows = self._next_rows(n)
+            rows = self.stream.next_batch(n, self._active.batch_size)
             loss, grad_norm = self._step(x, rows)
             losses.append(loss)
             self.steps_done += 1
-            info = {
+            self._step_done({
                 "step": self.steps_done,
                 "epoch": self.epochs_done + 1,
-                "loop": self.epochs_done + min(self._pointer, n) / n,
+                "loop": self.epochs_done + min(self.stream.pointer, n) / n,
                 "step_in_half_sweep": i,
                 "batch_nll": loss,
                 "grad_norm": grad_norm,
                 "bond": None,
                 "bond_dim": self.model.max_bond,
-            }
-            for cb in self.callbacks:
-                cb.on_step_end(self, info)
+            })
             i += 1
-            if self._pointer >= n:
+            if self.stream.epoch_done(n):
                 break
         rescale_to_unit_norm(self.model)
         seconds = time.perf_counter() - t0
@@ -485,22 +422,12 @@ class GradientTrainer:
             "bond_dims": dims,
             "grad_norm": grad_norm,
             "seconds": seconds,
-            "settings": asdict(self.settings),
         }
-        self.history.append(record)
-        for cb in self.callbacks:
-            cb.on_half_sweep_end(self, record)
-        return record
+        return self._record(record, self._active)
 
     # ----------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
-        """JSON-serialisable trainer state: settings, counters, RNG, batch stream, optimiser, history.
-
-        Returns
-        -------
-        dict
-            Optimiser tensors are stored as nested lists (exact for float64).
-        """
+    def _own_state(self) -> dict[str, Any]:
+        """Counters and the optimiser (tensors stored as nested lists, exact for float64)."""
         if self._pending_state is not None:
             opt_state = self._pending_state
         elif self._optimizer is not None:
@@ -508,78 +435,25 @@ class GradientTrainer:
         else:
             opt_state = None
         return {
-            "settings": asdict(self.settings),
             "epochs_done": self.epochs_done,
             "steps_done": self.steps_done,
-            "pointer": self._pointer,
-            "perm": None if self._perm is None else to_numpy(self._perm).tolist(),
-            "generator_state": to_numpy(self._generator.get_state()).tolist(),
             "optimizer_kind": self._optimizer_kind if self._pending_state is None else self.settings.optimizer,
             "optimizer_state": None if opt_state is None else _encode(opt_state),
-            "history": self.history,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (the optimiser state applies at the next fit).
-
-        Parameters
-        ----------
-        state : dict
-            A trainer state.
-        """
-        try:
-            settings = GradientSettings(**state["settings"]).validate()
-            epochs_done = int(state["epochs_done"])
-            steps_done = int(state["steps_done"])
-            pointer = int(state["pointer"])
-            perm = state.get("perm")
-            perm = None if perm is None else torch.as_tensor(perm, dtype=torch.int64)
-            gen_state = torch.as_tensor(state["generator_state"], dtype=torch.uint8)
-            opt = state.get("optimizer_state")
-            opt = None if opt is None else _decode(opt)
-            history = list(state.get("history", []))
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-            raise DataError(f"invalid gradient-trainer state: {exc}") from exc
+    def _parse_own_state(self, state: dict[str, Any], settings: Any) -> Any:
+        opt = state.get("optimizer_state")
+        opt = None if opt is None else _decode(opt)
         if opt is not None and state.get("optimizer_kind", settings.optimizer) != settings.optimizer:
             opt = None
-        self.settings = settings
-        self.epochs_done, self.steps_done, self._pointer, self._perm = epochs_done, steps_done, pointer, perm
-        try:
-            self._generator.set_state(gen_state)
-        except RuntimeError as exc:
-            raise DataError(f"invalid gradient-trainer state: bad generator state ({exc})") from exc
-        self._pending_state = opt
+        return int(state["epochs_done"]), int(state["steps_done"]), opt
+
+    def _load_own_state(self, own: Any) -> None:
+        """The optimiser state applies at the next fit."""
+        self.epochs_done, self.steps_done, self._pending_state = own
         self._optimizer = None
         self._optimizer_kind = None
-        self.history = history
-
-    def save_checkpoint(self, path: Any) -> Any:
-        """Save model and trainer state atomically (see :func:`tnborn.checkpoint.save`).
-
-        Parameters
-        ----------
-        path : str or Path
-            Destination file.
-
-        Returns
-        -------
-        pathlib.Path
-            The path written (data-parallel: by rank 0 only, the others wait for it).
-        """
-        from pathlib import Path
-
-        from ..checkpoint import save
-
-        if self.communicator.is_main:
-            path = save(path, self.model, trainer=self)
-        self.communicator.barrier()
-        return Path(path)
-
-
-def _check_keys(overrides: dict[str, Any]) -> None:
-    unknown = set(overrides) - set(GradientSettings.keys())
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {sorted(unknown)}; valid settings: {GradientSettings.keys()}")
+        self._active = self.settings.at(self.epochs_done)
 
 
 def _state_fits(state: dict[str, Any], params: list[torch.Tensor]) -> bool:

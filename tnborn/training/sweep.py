@@ -14,142 +14,128 @@ One *step* of the schedule names two neighbouring nodes ``(source, target)``:
 The trainer knows nothing about chains: the geometry supplies the schedule,
 the merge/split and the graph; the environments are the generic messages of
 :class:`~tnborn.environments.EnvironmentCache`.
+
+The gradient steps are :func:`~tnborn.training.local_update.block_gradient_steps`,
+the one local update of every sweep (single-process and data-parallel, any rule,
+with the step guard that makes the update stable).
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
-from ..backend import to_numpy
-from ..distributed import (Communicator, check_agreement, distributed_gradient_steps,
-                           reduce_mean, shard_batches)
+from ..distributed import Communicator, check_agreement, reduce_mean, shard_batches
 from ..environments import EnvironmentCache
-from ..errors import ConfigError, DataError, NumericalError, PrecisionWarning
+from ..errors import ConfigError, NumericalError, PrecisionWarning
 from ..interface import BornMachine, TwoSiteBlock
-from ._setup import setup_trainer
+from .base import Trainer
 from .callbacks import Callback
+from .local_update import GRADIENT_RESCALE_RULES, StepStats, block_gradient_steps, rescaled_gradient_steps
+from .settings import Settings, check_batch_size, check_positive, is_int, is_number
 
-__all__ = ["SweepSettings", "SweepTrainer", "block_gradient_steps", "rescaled_gradient_steps", "GRADIENT_RESCALE_RULES"]
+__all__ = ["SweepSettings", "SweepTrainer", "block_gradient_steps", "rescaled_gradient_steps",
+           "GRADIENT_RESCALE_RULES"]
 
 logger = logging.getLogger("tnborn")
-
-#: Accepted values of :attr:`SweepSettings.gradient_rescale`.
-GRADIENT_RESCALE_RULES = ("none", "norm0.25")
 
 #: Learning-rate halvings tried when a two-site update meets a non-finite value or psi = 0.
 MAX_LR_HALVINGS = 3
 
+#: Default of :attr:`SweepSettings.max_nll_rise` (nats per sample).
+MAX_NLL_RISE_DEFAULT = None
+
 
 @dataclass
-class SweepSettings:
+class SweepSettings(Settings):
     """Hyper-parameters of the two-site sweep (defaults: the authors' bars-and-stripes run).
+
+    The fields marked *per loop* accept a list, one value per loop (the last
+    one kept): see :mod:`tnborn.training.settings`.
 
     Attributes
     ----------
     lr : float
-        Learning rate of the gradient steps on the merged tensor.
+        Learning rate of the gradient steps on the merged tensor (per loop).
     descent_steps : int
-        Gradient steps per bond.
+        Gradient steps per bond (per loop).
     batch_size : int or None
-        Mini-batch size; ``None`` uses the whole training set every step.
+        Mini-batch size; None uses the whole training set every step (per loop).
     cutoff : float
-        Relative singular-value cutoff in ``[0, 1)``: keep ``s_i >= cutoff * s_0``.
+        Relative singular-value cutoff in [0, 1): keep s_i >= cutoff * s_0 (per loop).
     max_bond : int or None
-        Largest bond dimension (``None``: unbounded).
+        Largest bond dimension; None: unbounded (per loop).
     min_bond : int
-        Smallest bond dimension kept by a split.
+        Smallest bond dimension kept by a split (per loop).
     svd_method : str
-        quimb split method, ``"svd"`` or ``"svd:eig"``.
+        quimb split method, 'svd' or 'svd:eig'.
     seed : int
         Seed of the mini-batch shuffling.
     gradient_rescale : str
-        ``"none"`` (plain gradient steps, the default) or ``"norm0.25"``: the
-        rule of the authors' capacity runs, which rescales a step direction
-        ``g = G/B - M`` whose norm is below ``numel(M)**0.25`` up to that norm
-        before the step (it speeds up training with one small step per bond).
+        'none' (plain gradient steps, the default) or 'norm0.25': the rule of
+        the authors' capacity runs, which rescales a step direction
+        g = G/B - M whose norm is below numel(M)**0.25 up to that norm before
+        the step (per loop).
+    max_nll_rise : float or None
+        Step guard: a gradient step is accepted only if the NLL of its batch
+        rises by at most this many nats per sample, else its learning rate is
+        halved (up to 3 times) and then the step is rejected; the counts are in
+        the history (steps_shrunk, steps_rejected). None: no guard (per loop).
     """
 
-    lr: float = 0.1
-    descent_steps: int = 10
-    batch_size: int | None = None
-    cutoff: float = 5e-5
-    max_bond: int | None = None
-    min_bond: int = 1
+    lr: Any = 0.1
+    descent_steps: Any = 10
+    batch_size: Any = None
+    cutoff: Any = 5e-5
+    max_bond: Any = None
+    min_bond: Any = 1
     svd_method: str = "svd"
     seed: int = 0
-    gradient_rescale: str = "none"
+    gradient_rescale: Any = "none"
+    max_nll_rise: Any = MAX_NLL_RISE_DEFAULT
 
-    def validate(self, num_samples: int | None = None) -> "SweepSettings":
-        """Check every value, raising :class:`~tnborn.errors.ConfigError` on the first bad one.
+    schedulable = ("lr", "descent_steps", "batch_size", "cutoff", "max_bond", "min_bond",
+                   "gradient_rescale", "max_nll_rise")
+
+    def check(self, num_samples: int | None = None) -> None:
+        """Check one loop's values, raising :class:`~tnborn.errors.ConfigError` on the first bad one.
 
         Parameters
         ----------
         num_samples : int, optional
             Training-set size, to check ``batch_size`` against.
-
-        Returns
-        -------
-        SweepSettings
-            ``self``.
         """
-        if not (_is_number(self.lr) and math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a positive finite number, got {self.lr!r}")
-        if not (_is_int(self.descent_steps) and self.descent_steps >= 1):
+        check_positive("lr", self.lr)
+        if not (is_int(self.descent_steps) and self.descent_steps >= 1):
             raise ConfigError(f"descent_steps must be an integer >= 1, got {self.descent_steps!r}")
-        if not (_is_number(self.cutoff) and 0.0 <= self.cutoff < 1.0):
+        if not (is_number(self.cutoff) and 0.0 <= self.cutoff < 1.0):
             raise ConfigError(f"cutoff must be in [0, 1), got {self.cutoff!r}")
-        if not (_is_int(self.min_bond) and self.min_bond >= 1):
+        if not (is_int(self.min_bond) and self.min_bond >= 1):
             raise ConfigError(f"min_bond must be an integer >= 1, got {self.min_bond!r}")
         if self.max_bond is not None:
-            if not (_is_int(self.max_bond) and self.max_bond >= 1):
+            if not (is_int(self.max_bond) and self.max_bond >= 1):
                 raise ConfigError(f"max_bond must be an integer >= 1 or None, got {self.max_bond!r}")
             if self.max_bond < self.min_bond:
                 raise ConfigError(f"max_bond ({self.max_bond}) must be >= min_bond ({self.min_bond})")
-        if self.batch_size is not None:
-            if not (_is_int(self.batch_size) and self.batch_size >= 1):
-                raise ConfigError(f"batch_size must be an integer >= 1 or None, got {self.batch_size!r}")
-            if num_samples is not None and self.batch_size > num_samples:
-                raise ConfigError(
-                    f"batch_size ({self.batch_size}) is larger than the training set ({num_samples})"
-                )
+        check_batch_size(self.batch_size, num_samples)
         if self.svd_method not in ("svd", "svd:eig"):
             raise ConfigError(f"svd_method must be 'svd' or 'svd:eig', got {self.svd_method!r}")
-        if not (_is_int(self.seed) and self.seed >= 0):
+        if not (is_int(self.seed) and self.seed >= 0):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         if self.gradient_rescale not in GRADIENT_RESCALE_RULES:
             raise ConfigError(
                 f"gradient_rescale must be one of {list(GRADIENT_RESCALE_RULES)}, got {self.gradient_rescale!r}"
             )
-        return self
-
-    @classmethod
-    def keys(cls) -> list[str]:
-        """Names of all settings.
-
-        Returns
-        -------
-        list of str
-            The field names.
-        """
-        return [f.name for f in fields(cls)]
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+        if self.max_nll_rise is not None and not (
+                is_number(self.max_nll_rise) and math.isfinite(self.max_nll_rise) and self.max_nll_rise >= 0):
+            raise ConfigError(f"max_nll_rise must be a finite number >= 0 or None, got {self.max_nll_rise!r}")
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -164,13 +150,6 @@ class _UpdateFailed(Exception):
     def __init__(self, phase: str, cause: BaseException):
         super().__init__(f"{phase}: {cause}")
         self.phase, self.cause = phase, cause
-
-
-def _fingerprint(x: torch.Tensor) -> str:
-    """SHA-1 of the shape and values of the training data (to recognise the same data set)."""
-    h = hashlib.sha1(repr(tuple(x.shape)).encode())
-    h.update(to_numpy(x).tobytes())
-    return h.hexdigest()
 
 
 def _design(block: TwoSiteBlock, envs: dict, x: torch.Tensor, rows: torch.Tensor | None, phys_dim: int):
@@ -207,177 +186,8 @@ def _design(block: TwoSiteBlock, envs: dict, x: torch.Tensor, rows: torch.Tensor
     return feats.reshape(n, -1), last, order
 
 
-def block_gradient_steps(
-    matrix: torch.Tensor,
-    feats: torch.Tensor,
-    last: torch.Tensor,
-    batches: Sequence[slice],
-    lr: float,
-) -> torch.Tensor:
-    """Gradient steps on a normalised block ``M`` (``K x D``), closed form.
 
-    For a batch ``b``, ``psi_b = F_b M R_b`` and
-    ``dNLL/dM* = M - (1/B) sum_b conj(F_b)^T conj(R_b / psi_b)`` (Wirtinger; the
-    real case is half the usual derivative), so a step is
-    ``M <- M - lr * 2 * (M - G / B)`` followed by ``M <- M / ||M||``.
-
-    Parameters
-    ----------
-    matrix : torch.Tensor
-        ``(K, D)`` block with unit Frobenius norm.
-    feats, last : torch.Tensor
-        ``(rows, K)`` and ``(rows, D)`` from the environments.
-    batches : sequence of slice
-        Row ranges of ``feats``/``last`` used by successive steps.
-    lr : float
-        Learning rate.
-
-    Returns
-    -------
-    torch.Tensor
-        The updated, normalised block.
-
-    Raises
-    ------
-    NumericalError
-        If some ``psi_b`` is zero or a value becomes non-finite.
-    """
-    # Fast path: no host synchronisation inside the loop (each check would stall
-    # a GPU and costs a few microseconds per step on a CPU). A zero psi or a
-    # zero / non-finite norm always leaves NaN (or, at the last step, zeros) in
-    # the result, so one check at the end detects it; the steps are then
-    # replayed with a check after every operation to raise the precise error.
-    m = _gradient_steps(matrix, feats, last, batches, lr, checked=False)
-    if not _finite_nonzero(m):
-        _gradient_steps(matrix, feats, last, batches, lr, checked=True)
-        raise NumericalError("the merged tensor became zero or non-finite in a gradient step")
-    return m
-
-
-#: Largest ``rows * K * D`` of one step done with numpy instead of torch: for such
-#: small products torch's per-call overhead (several microseconds) dominates,
-#: numpy's is a fraction of it, and its BLAS stays single-threaded. Measured on
-#: the 2-core development CPU: max-bond-30 MNIST steps 1.6x faster.
-NUMPY_STEP_MAX_WORK = 200_000
-
-
-def _gradient_steps(matrix, feats, last, batches, lr, checked):
-    """The steps of :func:`block_gradient_steps`; ``checked``: raise at the first bad value."""
-    m = matrix
-    complex_ = m.is_complex()
-    if (not checked and not complex_ and m.device.type == "cpu" and batches
-            and _rows(feats, batches[0]) * m.shape[0] * m.shape[1] <= NUMPY_STEP_MAX_WORK):
-        return torch.from_numpy(_gradient_steps_numpy(m.numpy(), feats.numpy(), last.numpy(), batches, lr))
-    for sl in batches:
-        f, r = feats[sl], last[sl]
-        fm = f @ m
-        # real case: vecdot is one fused multiply-and-sum (it conjugates its first argument)
-        psi = (fm * r).sum(dim=1) if complex_ else torch.linalg.vecdot(fm, r)
-        if checked and not bool(torch.all(psi != 0)):
-            raise NumericalError(
-                "psi(x) = 0 for a training sample: its probability is zero and the NLL is infinite"
-            )
-        w = r / psi.unsqueeze(1)
-        if complex_:
-            g = (f.transpose(0, 1) @ w).conj()
-            m = m - (2.0 * lr) * (m - g / f.shape[0])
-        else:
-            # m - 2 lr (m - g / B) in one fused call
-            m = torch.addmm(m, f.transpose(0, 1), w, beta=1.0 - 2.0 * lr, alpha=2.0 * lr / f.shape[0])
-        nrm = torch.linalg.vector_norm(m)
-        if checked and (not bool(torch.isfinite(nrm)) or float(nrm) == 0.0):
-            raise NumericalError("the merged tensor became zero or non-finite in a gradient step")
-        m = m / nrm
-    return m
-
-
-def rescaled_gradient_steps(
-    matrix: torch.Tensor,
-    feats: torch.Tensor,
-    last: torch.Tensor,
-    batches: Sequence[slice],
-    lr: float,
-) -> torch.Tensor:
-    """Gradient steps with the authors' ``norm0.25`` rescaling of small directions.
-
-    With ``g = G/B - M`` (half the negative gradient, as in
-    :func:`block_gradient_steps`), a direction with
-    ``||g|| < numel(M)**0.25`` is rescaled to that norm; then
-    ``M <- (M + 2 lr g) / ||M + 2 lr g||``.
-
-    Parameters
-    ----------
-    matrix : torch.Tensor
-        ``(K, D)`` block with unit Frobenius norm.
-    feats, last : torch.Tensor
-        ``(rows, K)`` and ``(rows, D)`` from the environments.
-    batches : sequence of slice
-        Row ranges used by successive steps.
-    lr : float
-        Learning rate.
-
-    Returns
-    -------
-    torch.Tensor
-        The updated, normalised block.
-
-    Raises
-    ------
-    NumericalError
-        If some ``psi_b`` is zero or a value becomes non-finite.
-    """
-    m = matrix
-    scale = float(m.numel()) ** 0.25
-    for sl in batches:
-        f, r = feats[sl], last[sl]
-        psi = ((f @ m) * r).sum(dim=1)
-        if not bool(torch.all(psi != 0)):
-            raise NumericalError(
-                "psi(x) = 0 for a training sample: its probability is zero and the NLL is infinite"
-            )
-        g = f.transpose(0, 1) @ (r / psi[:, None])
-        if g.is_complex():
-            g = g.conj()
-        g = g / f.shape[0] - m
-        gnorm = float(torch.linalg.vector_norm(g)) / scale
-        if 0.0 < gnorm < 1.0:
-            g = g / gnorm
-        m = m + (2.0 * lr) * g
-        nrm = torch.linalg.vector_norm(m)
-        if not bool(torch.isfinite(nrm)) or float(nrm) == 0.0:
-            raise NumericalError("the merged tensor became zero or non-finite in a gradient step")
-        m = m / nrm
-    return m
-
-
-def _rows(feats: torch.Tensor, sl: slice) -> int:
-    return len(range(*sl.indices(feats.shape[0])))
-
-
-def _gradient_steps_numpy(m, feats, last, batches, lr):
-    """The unchecked real steps on numpy arrays (same arithmetic as the torch loop)."""
-    m = m.copy()
-    beta = 1.0 - 2.0 * lr
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for sl in batches:
-            f, r = feats[sl], last[sl]
-            psi = (f @ m * r).sum(axis=1)
-            g = f.T @ (r / psi[:, None])
-            m *= beta
-            m += (2.0 * lr / f.shape[0]) * g
-            m /= np.sqrt(np.vdot(m, m))
-    return m
-
-
-def _finite_nonzero(m: torch.Tensor) -> bool:
-    """Whether every entry is finite and some entry is non-zero (one host sync)."""
-    if m.device.type == "cpu" and not m.is_complex():
-        a = m.numpy()
-        return bool(np.isfinite(a).all() and a.any())
-    return bool(torch.isfinite(m).all() & (m != 0).any())
-
-
-class SweepTrainer:
+class SweepTrainer(Trainer):
     """Two-site DMRG-style trainer with adaptive bond dimensions.
 
     Parameters
@@ -409,6 +219,9 @@ class SweepTrainer:
     2.64
     """
 
+    settings_class = SweepSettings
+    unit = "loops"
+
     def __init__(
         self,
         model: BornMachine,
@@ -418,53 +231,41 @@ class SweepTrainer:
         communicator: Communicator | None = None,
         **overrides: Any,
     ):
-        self.communicator, self.callbacks = setup_trainer(model, communicator, callbacks, progress)
-        if settings is not None and not isinstance(settings, SweepSettings):
-            raise ConfigError(f"settings must be a SweepSettings, got {type(settings).__name__}")
+        super().__init__(model, settings, callbacks, progress, communicator, overrides)
         if not getattr(model, "is_tree", False):
             raise ConfigError(
                 f"geometry {model.geometry!r} is not a tree: the two-site sweep needs an exact "
                 "canonical form; use GradientTrainer"
             )
-        settings = settings or SweepSettings()
-        unknown = set(overrides) - set(SweepSettings.keys())
-        if unknown:
-            raise ConfigError(
-                f"unknown setting(s) {sorted(unknown)}; valid settings: {SweepSettings.keys()}"
-            )
-        self.model = model
-        self.settings = replace(settings, **overrides).validate()
-        self.history: list[dict[str, Any]] = []
         self.half_sweeps_done = 0
-        self.stop_training = False
-        self._generator = torch.Generator(device="cpu")
-        self._generator.manual_seed(self.settings.seed)
-        self._perm: torch.Tensor | None = None
-        self._pointer = 0
         self._cache: EnvironmentCache | None = None
         self._data_key: Any = None
-        self._data_fingerprint: str | None = None
         self._num_rows = 0  # global number of training rows (all ranks)
         self._shard = (0, 0)  # this rank's rows
         #: Number of two-site updates retried with a fallback (other SVD, float64 SVD, lr / 2).
         self.fallbacks = 0
+        #: Counts of the step guard over the whole run (see :class:`SweepSettings` ``max_nll_rise``).
+        self.step_stats = StepStats()
         self._precision_warned: Any = None
+        self._active = self.settings.at(0)
         self._warn_precision()
 
-    # ----------------------------------------------------------------- batches
-    def _next_rows(self, n: int, count: int) -> torch.Tensor:
-        """Next ``count`` training rows of the shuffled stream (reshuffled each epoch)."""
-        out = []
-        need = count
-        while need > 0:
-            if self._perm is None or self._pointer >= self._perm.shape[0]:
-                self._perm = torch.randperm(n, generator=self._generator)
-                self._pointer = 0
-            take = min(need, self._perm.shape[0] - self._pointer)
-            out.append(self._perm[self._pointer : self._pointer + take])
-            self._pointer += take
-            need -= take
-        return torch.cat(out)
+    @property
+    def active_settings(self) -> SweepSettings:
+        """The settings of the current loop (schedules resolved).
+
+        Returns
+        -------
+        SweepSettings
+            Without per-loop lists.
+        """
+        return self._active
+
+    def _activate(self, per_loop: int | None = None) -> None:
+        """Resolve the schedules for the loop the next half-sweep belongs to."""
+        per_loop = per_loop or len(self.model.sweep_schedule())
+        self._active = self.settings.at(self.half_sweeps_done // per_loop)
+        self._warn_precision()
 
     # ----------------------------------------------------------------- one step
     def update_bond(self, cache: EnvironmentCache, source: Any, target: Any) -> dict[str, Any]:
@@ -491,8 +292,9 @@ class SweepTrainer:
         Returns
         -------
         dict
-            ``bond_dim``, ``max_discarded``, ``discarded_weight`` of the split
-            and ``fallbacks`` (retries this update needed).
+            ``bond_dim``, ``max_discarded``, ``discarded_weight`` of the split,
+            ``fallbacks`` (retries this update needed) and ``steps`` (the
+            :class:`~tnborn.training.local_update.StepStats` of its gradient steps).
 
         Raises
         ------
@@ -500,7 +302,7 @@ class SweepTrainer:
             When every fallback failed; the model and the trainer are then
             exactly as before the call.
         """
-        model, s = self.model, self.settings
+        model, s = self.model, self._active
         snapshot = self._snapshot(source, target)
         lr, halvings, fallbacks = s.lr, 0, 0
         other = "svd:eig" if s.svd_method == "svd" else "svd"
@@ -510,8 +312,9 @@ class SweepTrainer:
             plans.append((s.svd_method, wide))
         plan = 0
         while True:
+            stats = StepStats()
             try:
-                info = self._update_bond_once(cache, source, target, lr, *plans[plan])
+                info = self._update_bond_once(cache, source, target, lr, *plans[plan], stats)
             except _UpdateFailed as fail:
                 self._restore(snapshot, cache, source, target)
                 if fail.phase == "svd" and plan + 1 < len(plans):
@@ -536,30 +339,32 @@ class SweepTrainer:
                 self._restore(snapshot, cache, source, target)
                 raise
             self.fallbacks += fallbacks
+            self.step_stats.add(stats)
             info["fallbacks"] = fallbacks
+            info["steps"] = stats
             return info
 
-    def _update_bond_once(self, cache, source, target, lr, method, split_dtype) -> dict[str, Any]:
+    def _batches(self, n: int, device: Any) -> tuple[torch.Tensor | None, list[slice], list[int]]:
+        """Rows of this bond's mini-batches (this rank's), one slice and the global size per step."""
+        s, comm = self._active, self.communicator
+        if s.batch_size is None or s.batch_size >= n:
+            return None, [slice(None)] * s.descent_steps, [n] * s.descent_steps
+        rows = self.stream.take(n, s.batch_size * s.descent_steps)
+        batches = [slice(i * s.batch_size, (i + 1) * s.batch_size) for i in range(s.descent_steps)]
+        if comm.world_size > 1:  # this rank's rows of the global batches
+            rows, batches = shard_batches(rows, s.batch_size, s.descent_steps, self._shard)
+        return rows.to(device), batches, [s.batch_size] * s.descent_steps
+
+    def _update_bond_once(self, cache, source, target, lr, method, split_dtype, stats) -> dict[str, Any]:
         """One attempt of :meth:`update_bond`; a failure is raised as ``_UpdateFailed``."""
-        model, s = self.model, self.settings
+        model, s = self.model, self._active
         if model.center not in (source, target):
             model.move_center(source)
             cache.clear()
         block = model.merge(source, target)
         envs = cache.block_environments(block)
-        comm = self.communicator
-        n = cache.x.shape[0] if comm.world_size == 1 else self._num_rows
-        if s.batch_size is None or s.batch_size >= n:
-            rows = None
-            batches = [slice(None)] * s.descent_steps
-            sizes = [n] * s.descent_steps
-        else:
-            rows = self._next_rows(n, s.batch_size * s.descent_steps)
-            batches = [slice(i * s.batch_size, (i + 1) * s.batch_size) for i in range(s.descent_steps)]
-            sizes = [s.batch_size] * s.descent_steps
-            if comm.world_size > 1:  # this rank's rows of the global batches
-                rows, batches = shard_batches(rows, s.batch_size, s.descent_steps, self._shard)
-            rows = rows.to(cache.x.device)
+        n = cache.x.shape[0] if self.communicator.world_size == 1 else self._num_rows
+        rows, batches, sizes = self._batches(n, cache.x.device)
         feats, last, order = _design(block, envs, cache.x, rows, model.phys_dim)
         perm = [block.inds.index(ix) for ix in order] + [
             i for i, ix in enumerate(block.inds) if ix not in order
@@ -569,12 +374,9 @@ class SweepTrainer:
         matrix = data.reshape(feats.shape[1], -1)
         matrix = matrix / torch.linalg.vector_norm(matrix)
         try:
-            if comm.world_size > 1:  # all-reduced steps, block broadcast from rank 0
-                matrix = distributed_gradient_steps(matrix, feats, last, batches, sizes, lr, comm)
-            elif s.gradient_rescale == "norm0.25":
-                matrix = rescaled_gradient_steps(matrix, feats, last, batches, lr)
-            else:
-                matrix = block_gradient_steps(matrix, feats, last, batches, lr)
+            matrix = block_gradient_steps(matrix, feats, last, batches, lr, rule=s.gradient_rescale, sizes=sizes,
+                                          communicator=self.communicator, max_nll_rise=s.max_nll_rise,
+                                          stats=stats)
         except NumericalError as exc:
             raise _UpdateFailed("gradient", exc) from exc
         new = matrix.reshape(shape).permute(*[perm.index(i) for i in range(len(perm))])
@@ -606,9 +408,7 @@ class SweepTrainer:
             "tensors": [(n, model.node_tensor(n).data, tuple(model.node_tensor(n).inds)) for n in nodes],
             "center": model.center,
             "all": len(nodes) > 2,
-            "perm": self._perm,
-            "pointer": self._pointer,
-            "generator": self._generator.get_state(),
+            "stream": self.stream.snapshot(),
         }
 
     def _restore(self, snap: dict[str, Any], cache: EnvironmentCache, source: Any, target: Any) -> None:
@@ -617,8 +417,7 @@ class SweepTrainer:
         for node, data, inds in snap["tensors"]:
             model.node_tensor(node).modify(data=data, inds=inds)
         model.set_center(snap["center"])
-        self._perm, self._pointer = snap["perm"], snap["pointer"]
-        self._generator.set_state(snap["generator"])
+        self.stream.restore(snap["stream"])
         if snap["all"]:
             cache.clear()
         else:
@@ -627,7 +426,7 @@ class SweepTrainer:
 
     def _warn_precision(self) -> None:
         """Warn (once per cutoff and dtype) when the cutoff is below what the dtype resolves."""
-        dtype, cutoff = self.model.dtype, self.settings.cutoff
+        dtype, cutoff = self.model.dtype, self._active.cutoff
         floor = 10 * torch.finfo(dtype).eps
         if 0 < cutoff < floor and self._precision_warned != (cutoff, dtype):
             self._precision_warned = (cutoff, dtype)
@@ -635,7 +434,7 @@ class SweepTrainer:
                 f"cutoff={cutoff:g} is below what {str(dtype).replace('torch.', '')} resolves: singular values "
                 f"below ~{floor:.2g} * s_0 are rounding noise, so the truncation keeps noise directions; "
                 f"use cutoff >= {floor:.2g} or a float64 model",
-                PrecisionWarning, stacklevel=3,
+                PrecisionWarning, stacklevel=4,
             )
 
     # ----------------------------------------------------------------- fit
@@ -654,8 +453,9 @@ class SweepTrainer:
         """Train for ``loops`` full sweeps (each the geometry's half-sweeps in turn).
 
         Calling ``fit`` again continues the run (history, batch stream and
-        centre carry over); keyword arguments change settings from now on,
-        e.g. the authors' first loop at ``cutoff=0.3`` then ``cutoff=1e-7``.
+        centre carry over); keyword arguments change settings from now on.
+        A setting given as a list is a per-loop schedule over the whole run,
+        e.g. the authors' ``cutoff=[0.3, 5e-5]`` (first loop, then all others).
 
         Parameters
         ----------
@@ -673,24 +473,15 @@ class SweepTrainer:
         list of dict
             The whole history, one record per half-sweep: ``loop``,
             ``half_sweep``, ``train_nll``, ``test_nll``, ``bond_dims``,
-            ``max_bond``, ``max_discarded``, ``seconds``.
+            ``max_bond``, ``max_discarded``, ``fallbacks``, ``steps``,
+            ``steps_shrunk``, ``steps_rejected``, ``seconds``, ``settings``
+            (those of the loop).
         """
+        return self._fit(data, loops, test_data, overrides)
+
+    def _train(self, x: torch.Tensor, test: torch.Tensor | None, loops: int) -> None:
         model = self.model
-        x = model.as_configurations(data, name="training data")
-        test = model.as_configurations(test_data, name="test data") if test_data is not None else None
-        if not (_is_int(loops) and loops >= 0):
-            raise ConfigError(f"loops must be a non-negative integer, got {loops!r}")
-        if overrides:
-            unknown = set(overrides) - set(SweepSettings.keys())
-            if unknown:
-                raise ConfigError(f"unknown setting(s) {sorted(unknown)}; valid settings: {SweepSettings.keys()}")
-            new = replace(self.settings, **overrides).validate(x.shape[0])
-            if new.seed != self.settings.seed:
-                self._generator.manual_seed(new.seed)
-                self._perm, self._pointer = None, 0
-            self.settings = new
-        self.settings.validate(x.shape[0])
-        self._warn_precision()
+        self._activate()
         schedule = model.sweep_schedule()
         # continue the schedule where the run stopped (a resumed or early-stopped run may
         # end in the middle of a loop), so that a resumed run is the same run
@@ -698,8 +489,6 @@ class SweepTrainer:
         schedule = schedule[start:] + schedule[:start]
         if model.center is None:
             model.move_center(schedule[0][0][0])
-        if self.communicator.world_size > 1 and self.settings.gradient_rescale != "none":
-            raise ConfigError("gradient_rescale='norm0.25' is not supported in data-parallel training yet")
         if x.shape[0] < self.communicator.world_size:
             raise ConfigError(f"{x.shape[0]} training rows cannot be shared by "
                               f"{self.communicator.world_size} processes")
@@ -709,44 +498,25 @@ class SweepTrainer:
         if self._cache is None or self._data_key != key or not torch.equal(self._cache.x, x[start:stop]):
             self._cache = EnvironmentCache(model, x[start:stop])  # this rank's rows only
             self._data_key = key
-            # the batch stream goes on for the same data (also after load_state_dict) and
-            # restarts for other data
-            fingerprint = _fingerprint(x)
-            same = fingerprint == self._data_fingerprint or (
-                self._data_fingerprint is None and self._perm is not None and self._perm.shape[0] == x.shape[0])
-            if not same:
-                self._perm, self._pointer = None, 0
-            self._data_fingerprint = fingerprint
+            self._sync_data(x)
         cache = self._cache
         cache.clear()  # tensors may have changed outside the trainer
         total = loops * sum(len(h) for h in schedule)
-        self.stop_training = False
-        for cb in self.callbacks:
-            cb.on_fit_start(self, total)
-        try:
-            for _ in range(loops):
-                for half in schedule:
-                    self._half_sweep(cache, half, len(schedule), test)
-                    if self.stop_training:
-                        break
-                if self.stop_training:
-                    break
-        finally:
-            for cb in self.callbacks:
-                cb.on_fit_end(self)
-        return self.history
+        halves = [half for _ in range(loops) for half in schedule]
+        self._run(total, halves, lambda half: self._half_sweep(cache, half, len(schedule), test))
 
     def _half_sweep(self, cache, half, per_loop, test) -> dict[str, Any]:
+        self._activate(per_loop)
         t0 = time.perf_counter()
-        max_disc, fallbacks = 0.0, 0
+        max_disc, fallbacks, stats = 0.0, 0, StepStats()
         loop = (self.half_sweeps_done + 1) / per_loop
         for i, (source, target) in enumerate(half):
             info = self.update_bond(cache, source, target)
             max_disc = max(max_disc, info["max_discarded"])
             fallbacks += info["fallbacks"]
+            stats.add(info["steps"])
             info.update(loop=loop, step_in_half_sweep=i)
-            for cb in self.callbacks:
-                cb.on_step_end(self, info)
+            self._step_done(info)
         seconds = time.perf_counter() - t0
         self.half_sweeps_done += 1
         check_agreement(self.communicator, self.model, f"after half-sweep {self.half_sweeps_done}")
@@ -760,78 +530,23 @@ class SweepTrainer:
             "bond_dims": dims,
             "max_discarded": max_disc,
             "fallbacks": fallbacks,
+            "steps": stats.steps,
+            "steps_shrunk": stats.shrunk,
+            "steps_rejected": stats.rejected,
             "seconds": seconds,
-            "settings": asdict(self.settings),
         }
-        self.history.append(record)
-        for cb in self.callbacks:
-            cb.on_half_sweep_end(self, record)
-        return record
+        return self._record(record, self._active)
 
     # ----------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
-        """Trainer state needed to resume: settings, counters, RNG, batch stream, history.
+    def _own_state(self) -> dict[str, Any]:
+        return {"half_sweeps_done": self.half_sweeps_done, "fallbacks": self.fallbacks,
+                "step_stats": asdict(self.step_stats)}
 
-        Returns
-        -------
-        dict
-            JSON-serialisable state for :meth:`load_state_dict`.
-        """
-        return {
-            "settings": asdict(self.settings),
-            "half_sweeps_done": self.half_sweeps_done,
-            "pointer": self._pointer,
-            "perm": None if self._perm is None else to_numpy(self._perm).tolist(),
-            "generator_state": to_numpy(self._generator.get_state()).tolist(),
-            "history": self.history,
-            "fallbacks": self.fallbacks,
-            "data_fingerprint": self._data_fingerprint,
-        }
+    def _parse_own_state(self, state: dict[str, Any], settings: Any) -> Any:
+        stats = state.get("step_stats") or {}
+        return (int(state["half_sweeps_done"]), int(state.get("fallbacks", 0)),
+                StepStats(**{k: int(v) for k, v in stats.items()}))
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned.
-
-        Parameters
-        ----------
-        state : dict
-            A trainer state.
-        """
-        try:  # parse everything first: a bad state leaves the trainer as it was
-            settings = SweepSettings(**state["settings"]).validate()
-            half_sweeps_done = int(state["half_sweeps_done"])
-            pointer = int(state["pointer"])
-            perm = state.get("perm")
-            perm = None if perm is None else torch.as_tensor(perm, dtype=torch.int64)
-            generator = torch.Generator(device="cpu")
-            generator.set_state(torch.as_tensor(state["generator_state"], dtype=torch.uint8))
-            history = list(state.get("history", []))
-            fallbacks = int(state.get("fallbacks", 0))
-            fingerprint = state.get("data_fingerprint")
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-            raise DataError(f"invalid trainer state: {exc}") from exc
-        self.settings, self.half_sweeps_done, self._pointer, self._perm = settings, half_sweeps_done, pointer, perm
-        self._generator.set_state(generator.get_state())
-        self.history, self.fallbacks, self._data_fingerprint = history, fallbacks, fingerprint
-        self._warn_precision()
-
-    def save_checkpoint(self, path: Any) -> Any:
-        """Save model and trainer state atomically (see :func:`tnborn.checkpoint.save`).
-
-        Parameters
-        ----------
-        path : str or Path
-            Destination file.
-
-        Returns
-        -------
-        pathlib.Path
-            The path written (data-parallel: by rank 0 only, the others wait for it).
-        """
-        from pathlib import Path
-
-        from ..checkpoint import save
-
-        if self.communicator.is_main:
-            path = save(path, self.model, trainer=self)
-        self.communicator.barrier()
-        return Path(path)
+    def _load_own_state(self, own: Any) -> None:
+        self.half_sweeps_done, self.fallbacks, self.step_stats = own
+        self._activate()
