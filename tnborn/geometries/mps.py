@@ -18,6 +18,7 @@ from typing import Any
 import quimb.tensor as qtn
 import torch
 
+from .. import kernels
 from ..backend import check_integer, check_seed, make_generator, resolve_device, resolve_dtype
 from ..environments import Message, node_message
 from ..errors import ConfigError, NumericalError
@@ -632,6 +633,11 @@ class MPSBornMachine(BornMachine):
         first = ins[0] if ins else None
         second = out_ind if out_ind is not None else (ins[1] if len(ins) > 1 else None)
         a = kern.site_lpr(data, inds, first, phys, second)
+        if first is not None and out_ind is not None:  # compiled kernel where it applies
+            vec, log = incoming[first]
+            fused = kernels.mps_site_message(a, vec, log, vals.unsqueeze(1), 0)
+            if fused is not None:
+                return fused
         if first is not None:
             vec, log = incoming[first]
             y = kern.contract_select(vec.to(a.dtype), a, vals)

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import kernels
 from ..backend import to_numpy
 from ..distributed import (Communicator, check_agreement, distributed_gradient_steps,
                            reduce_mean, shard_batches)
@@ -560,24 +561,28 @@ class SweepTrainer:
             if comm.world_size > 1:  # this rank's rows of the global batches
                 rows, batches = shard_batches(rows, s.batch_size, s.descent_steps, self._shard)
             rows = rows.to(cache.x.device)
-        feats, last, order = _design(block, envs, cache.x, rows, model.phys_dim)
-        perm = [block.inds.index(ix) for ix in order] + [
-            i for i, ix in enumerate(block.inds) if ix not in order
-        ]
-        data = block.data.permute(*perm)
-        shape = data.shape
-        matrix = data.reshape(feats.shape[1], -1)
-        matrix = matrix / torch.linalg.vector_norm(matrix)
-        try:
-            if comm.world_size > 1:  # all-reduced steps, block broadcast from rank 0
-                matrix = distributed_gradient_steps(matrix, feats, last, batches, sizes, lr, comm)
-            elif s.gradient_rescale == "norm0.25":
-                matrix = rescaled_gradient_steps(matrix, feats, last, batches, lr)
-            else:
-                matrix = block_gradient_steps(matrix, feats, last, batches, lr)
-        except NumericalError as exc:
-            raise _UpdateFailed("gradient", exc) from exc
-        new = matrix.reshape(shape).permute(*[perm.index(i) for i in range(len(perm))])
+        # compiled kernel (tnborn.kernels) where it applies, else None and the plain path below
+        new = (kernels.two_site_steps(model, block, envs, cache.x, rows, batches, lr)
+               if comm.world_size == 1 and s.gradient_rescale == "none" else None)
+        if new is None:
+            feats, last, order = _design(block, envs, cache.x, rows, model.phys_dim)
+            perm = [block.inds.index(ix) for ix in order] + [
+                i for i, ix in enumerate(block.inds) if ix not in order
+            ]
+            data = block.data.permute(*perm)
+            shape = data.shape
+            matrix = data.reshape(feats.shape[1], -1)
+            matrix = matrix / torch.linalg.vector_norm(matrix)
+            try:
+                if comm.world_size > 1:  # all-reduced steps, block broadcast from rank 0
+                    matrix = distributed_gradient_steps(matrix, feats, last, batches, sizes, lr, comm)
+                elif s.gradient_rescale == "norm0.25":
+                    matrix = rescaled_gradient_steps(matrix, feats, last, batches, lr)
+                else:
+                    matrix = block_gradient_steps(matrix, feats, last, batches, lr)
+            except NumericalError as exc:
+                raise _UpdateFailed("gradient", exc) from exc
+            new = matrix.reshape(shape).permute(*[perm.index(i) for i in range(len(perm))])
         dtype = model.dtype
         try:
             info = model.split(
