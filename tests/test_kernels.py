@@ -224,3 +224,60 @@ def test_auto_leaves_large_work_to_blas():
         assert kernels.two_site_steps(model, block, envs, x, None, [slice(None)], 0.1) is None
     finally:
         kernels.NUMBA_MAX_WORK = old
+
+
+def _split_with(choice, dims, k, target_left, **rule):
+    kernels.set_kernels(choice)
+    model = _positive_mps(dims, seed=7)
+    model.move_center(k)
+    block = model.merge(k, k + 1)
+    info = model.split(block, target=k if target_left else k + 1, **rule)
+    return model, info
+
+
+@pytest.mark.parametrize("rule,expect_dim", [
+    (dict(cutoff=0.0), None),                          # nothing truncated: full rank 2 * min(Dl, Dr)
+    (dict(cutoff=0.01, min_bond=1), "cutoff"),         # the cutoff acts
+    (dict(cutoff=0.0, max_bond=3), 3),                 # the cap acts
+    (dict(cutoff=0.99, min_bond=2), 2),                # min_bond acts (the cutoff would keep 1)
+])
+@pytest.mark.parametrize("k,target_left", [(2, True), (2, False), (0, False), (4, True)])
+def test_split_matrix_matches_plain_path(rule, expect_dim, k, target_left):
+    dims = (2, 4, 5, 4, 2)
+    m_t, info_t = _split_with("torch", dims, k, target_left, **rule)
+    m_n, info_n = _split_with("numba", dims, k, target_left, **rule)
+    assert info_n.bond_dim == info_t.bond_dim
+    full = min(2 * (dims[k - 1] if k else 1), 2 * (dims[k + 1] if k + 1 < len(dims) else 1))
+    if isinstance(expect_dim, int):
+        assert info_n.bond_dim == min(expect_dim, full)
+    elif expect_dim is None:
+        assert info_n.bond_dim == full
+    elif full > 2:  # interior bonds (at the edge bonds the rank is 2 and nothing is cut)
+        assert info_n.bond_dim < full and 0 < info_n.max_discarded < rule["cutoff"]
+    assert abs(info_n.max_discarded - info_t.max_discarded) <= REL
+    assert abs(info_n.discarded_weight - info_t.discarded_weight) <= REL
+    assert float((info_n.singular_values - info_t.singular_values).abs().max()) <= REL
+    assert m_n.center == m_t.center
+    # the halves agree up to the sign of each singular pair: compare their product and the state
+    bn, bt = m_n.merge(k, k + 1).data, m_t.merge(k, k + 1).data
+    assert float(torch.linalg.vector_norm(bn - bt) / torch.linalg.vector_norm(bt)) <= REL
+    x = _data(30, len(dims) + 1, seed=2)
+    lp_n, lp_t = m_n.log_prob(x), m_t.log_prob(x)
+    assert float((lp_n - lp_t).abs().max()) <= REL * float(lp_t.abs().max())
+    # the half that holds no singular values is an isometry
+    a = m_n.site_arrays()[k + 1 if target_left else k]
+    mat = a.reshape(a.shape[0], -1) if target_left else a.reshape(-1, a.shape[2])
+    gram = mat @ mat.T if target_left else mat.T @ mat
+    assert float((gram - torch.eye(gram.shape[0], dtype=gram.dtype)).abs().max()) <= REL
+
+
+def test_split_matrix_declines_eig_method_and_bad_blocks():
+    kernels.set_kernels("numba")
+    a = torch.rand(4, 6, dtype=torch.float64)
+    assert kernels.split_matrix(a, 0.0, None, 1, True, "svd:eig") is None
+    assert kernels.split_matrix(torch.zeros(4, 6, dtype=torch.float64), 0.0, None, 1, True, "svd") is None
+    bad = a.clone()
+    bad[1, 2] = float("nan")
+    assert kernels.split_matrix(bad, 0.0, None, 1, True, "svd") is None
+    left, right, s, keep = kernels.split_matrix(a, 0.0, 3, 1, True, "svd")
+    assert keep == 3 and left.shape == (4, 3) and right.shape == (3, 6) and s.shape == (4,)

@@ -571,26 +571,33 @@ class MPSBornMachine(BornMachine):
         d = self.phys_dim
         dl = data.shape[0] if names[0] is not None else 1
         dr = data.shape[-1] if names[3] is not None else 1
-        try:
-            left, s, right = array_split(data.reshape(dl * d, d * dr), method=method, absorb=None,
-                                         max_bond=None, cutoff=0.0, cutoff_mode="rel", renorm=False)
-        except torch.linalg.LinAlgError as exc:
-            raise NumericalError(
-                f"the SVD ({method!r}) of the merged block of sites {block.nodes} did not converge: {exc}"
-            ) from exc
-        sv = s.real if s.is_complex() else s
-        keep, info = truncation_rank(sv, cutoff, max_bond, min_bond)
-        kept = sv[:keep]
-        kept = kept / torch.linalg.vector_norm(kept)
-        left, right = left[:, :keep], right[:keep]
-        if target == k:
-            left = left * kept.to(left.dtype)
+        fused = kernels.split_matrix(data.reshape(dl * d, d * dr), cutoff, max_bond, min_bond,
+                                     target == k, method)  # compiled kernel where it applies
+        if fused is not None:
+            left, right, sv, keep = fused
+            _, info = truncation_rank(sv, cutoff, max_bond, min_bond)
+            kept = sv[:keep] / torch.linalg.vector_norm(sv[:keep])
         else:
-            right = kept.to(right.dtype).unsqueeze(1) * right
+            try:
+                left, s, right = array_split(data.reshape(dl * d, d * dr), method=method, absorb=None,
+                                             max_bond=None, cutoff=0.0, cutoff_mode="rel", renorm=False)
+            except torch.linalg.LinAlgError as exc:
+                raise NumericalError(
+                    f"the SVD ({method!r}) of the merged block of sites {block.nodes} did not converge: {exc}"
+                ) from exc
+            sv = s.real if s.is_complex() else s
+            keep, info = truncation_rank(sv, cutoff, max_bond, min_bond)
+            kept = sv[:keep]
+            kept = kept / torch.linalg.vector_norm(kept)
+            left, right = left[:, :keep], right[:keep]
+            if target == k:
+                left = left * kept.to(left.dtype)
+            else:
+                right = kept.to(right.dtype).unsqueeze(1) * right
+            check_split_finite(left, right, block.nodes)
         bond = self._bonds[k]
         lshape = ([dl] if names[0] is not None else []) + [d, keep]
         rshape = [keep, d] + ([dr] if names[3] is not None else [])
-        check_split_finite(left, right, block.nodes)
         self._tensors[k].modify(data=left.reshape(lshape).contiguous(),
                                 inds=tuple(ix for ix in (names[0], names[1], bond) if ix is not None))
         self._tensors[k + 1].modify(data=right.reshape(rshape).contiguous(),

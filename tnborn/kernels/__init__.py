@@ -28,7 +28,7 @@ import torch
 from ..errors import ConfigError
 
 __all__ = ["KERNEL_CHOICES", "NUMBA_MAX_WORK", "available", "get_kernels", "set_kernels",
-           "two_site_steps", "mps_site_message"]
+           "two_site_steps", "mps_site_message", "split_matrix"]
 
 #: Accepted values of :func:`set_kernels` / ``TNBORN_KERNELS``.
 KERNEL_CHOICES = ("auto", "numba", "torch")
@@ -112,7 +112,7 @@ def _kernels():
     return _numba or None
 
 
-def _use(work: int, tensors: tuple[torch.Tensor, ...]):
+def _use(work: int, tensors: tuple[torch.Tensor, ...], limit: int | None = None):
     """The numba module if the choice, the device, the dtypes and the work allow it, else None."""
     choice = get_kernels()
     if choice == "torch":
@@ -122,7 +122,7 @@ def _use(work: int, tensors: tuple[torch.Tensor, ...]):
         return None
     if any(t.dtype != t0.dtype or t.device.type != "cpu" or t.requires_grad for t in tensors):
         return None
-    if choice == "auto" and work > NUMBA_MAX_WORK:
+    if choice == "auto" and work > (NUMBA_MAX_WORK if limit is None else limit):
         return None
     return _kernels()
 
@@ -237,3 +237,51 @@ def mps_site_message(a: torch.Tensor, vec: torch.Tensor, log: torch.Tensor, x: t
     y, lo = kern.site_message(np.ascontiguousarray(_array(vec)), _array(log),
                               np.ascontiguousarray(_array(a)), _array(x), int(col))
     return torch.from_numpy(y), torch.from_numpy(lo)
+
+
+#: Largest ``rows * cols`` of a block that :func:`split_matrix` decomposes in
+#: ``"auto"`` mode (the LAPACK call is the same either way; the saving is the
+#: per-call overhead, which only matters for small blocks).
+SPLIT_MAX_SIZE = 400 * 400
+
+
+def split_matrix(a: torch.Tensor, cutoff: float, max_bond: int | None, min_bond: int, s_left: bool,
+                 method: str):
+    """Truncated SVD split of a real CPU block in one compiled call; ``None`` if not applicable.
+
+    The same decomposition (LAPACK ``gesdd``), truncation rule
+    (:func:`tnborn.primitives.truncation_rank`) and absorption of the kept
+    singular values (unit 2-norm) as ``MPSBornMachine.split``'s plain path,
+    which runs instead (and raises the precise errors) whenever this returns
+    ``None``: ``method`` other than ``"svd"``, complex, CUDA, a failed or
+    non-finite decomposition.
+
+    Parameters
+    ----------
+    a : torch.Tensor
+        ``(m, n)`` block.
+    cutoff, max_bond, min_bond
+        As in :func:`tnborn.primitives.truncation_rank`.
+    s_left : bool
+        Whether the singular values go to the left half.
+    method : str
+        The split method asked for.
+
+    Returns
+    -------
+    tuple or None
+        ``(left (m, keep), right (keep, n), s (all singular values), keep)`` as tensors / int.
+    """
+    if method != "svd":
+        return None
+    kern = _use(a.shape[0] * a.shape[1], (a,), limit=SPLIT_MAX_SIZE)
+    if kern is None:
+        return None
+    try:
+        status, left, right, s, keep = kern.split_block(
+            np.ascontiguousarray(_array(a)), float(cutoff), int(max_bond or 0), int(min_bond), bool(s_left))
+    except np.linalg.LinAlgError:
+        return None
+    if status != 0:
+        return None
+    return torch.from_numpy(left), torch.from_numpy(right), torch.from_numpy(s), int(keep)
