@@ -240,9 +240,11 @@ def mps_site_message(a: torch.Tensor, vec: torch.Tensor, log: torch.Tensor, x: t
 
 
 #: Largest ``rows * cols`` of a block that :func:`split_matrix` decomposes in
-#: ``"auto"`` mode (the LAPACK call is the same either way; the saving is the
-#: per-call overhead, which only matters for small blocks).
-SPLIT_MAX_SIZE = 400 * 400
+#: ``"auto"`` mode: the saving is the per-call overhead, which matters for small
+#: blocks; for large ones torch's LAPACK (MKL in the CPU wheels) may be faster than
+#: the one numba links (measured: 200 x 200 blocks of the full-batch bond-100 loop
+#: 7 % slower through numba, benchmarks/results/kernels_fullbatch.json).
+SPLIT_MAX_SIZE = 128 * 128
 
 
 def split_matrix(a: torch.Tensor, cutoff: float, max_bond: int | None, min_bond: int, s_left: bool,
