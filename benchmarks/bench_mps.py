@@ -399,6 +399,42 @@ def section_reference(res, x, args, model30):
     r["speedup_cpu"] = r["numpy_half_sweep_cpu_seconds"] / r["tnborn_half_sweep_cpu_seconds_median"]
 
 
+def section_authors(res, x, args):
+    """The authors' own ``MPS_c`` and tnborn side by side (``--authors-code DIR``)."""
+    import authors_code
+    import roofline
+
+    module = authors_code.import_authors(args.authors_code)
+    limits = roofline.measure_limits(reps=5, dtypes=(torch.float64,))["float64"]
+    peak = limits["gemm_gflops"]["1024x1024@1024x1024"] * 1e9
+    bw = limits["peak_gbs"] * 1e9
+
+    def bound(dims):
+        return roofline.loop_bound_seconds(dims, peak, bw)
+
+    out = authors_code.side_by_side(module, x, args.authors_loops, max_bond=30, bound=bound)
+    out["authors_code"] = str(Path(args.authors_code).resolve())
+    out["gemm_peak_float64_gflops_1thread"] = peak / 1e9
+    out["bandwidth_gbs_1thread"] = bw / 1e9
+    out["limits_float64_1thread"] = limits
+    out["numpy_blas"] = _numpy_blas()
+    out["note"] = ("authors: MPScumulant.MPS_c (numpy/scipy) imported from --authors-code; both codes "
+                   "in this process, one loop each in turn (alternating who goes first), float64, the "
+                   "thread count of --threads for torch and numpy's BLAS; ratios are authors / tnborn; "
+                   "roofline bound: benchmarks/roofline.py's bond-update model at the bond dimensions "
+                   "after each loop, this CPU's measured 1-thread float64 GEMM peak and bandwidth")
+    res["authors"] = out
+
+
+def _numpy_blas() -> str:
+    """Name of numpy's BLAS (for the record)."""
+    try:
+        cfg = np.show_config(mode="dicts")
+        return str(cfg.get("Build Dependencies", {}).get("blas", {}).get("name"))
+    except Exception:  # noqa: BLE001 - informative only
+        return "unknown"
+
+
 def large_dataset(path: Path) -> tuple[np.ndarray, str]:
     """10,000 binary images: every shared MNIST set, topped up with shifted copies."""
     g = np.load(path / "mnist_t10k_shared_images.npy")
@@ -466,8 +502,13 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float64")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: tnborn's default)")
     p.add_argument("--only", nargs="*", default=None,
-                   choices=["train", "fullbatch", "logp", "threads", "reference", "large"],
+                   choices=["train", "fullbatch", "logp", "threads", "reference", "large", "authors"],
                    help="sections to run (default: all but large)")
+    p.add_argument("--authors-code", type=Path, default=None,
+                   help="folder of a checkout of congzlwag/UnsupGenModbyMPS (holding MPScumulant.py): "
+                        "run its MPS_c side by side with tnborn (section 'authors')")
+    p.add_argument("--authors-loops", type=int, default=10,
+                   help="loops at max bond 30 after the start loop in the 'authors' section")
     p.add_argument("--large-state", default="random100", choices=["random100", "start"],
                    help="large section: random bond-100 MPS with full-batch steps, or the authors' "
                         "start loop then their mini-batch steps at max bond 100")
@@ -475,6 +516,10 @@ def main(argv=None) -> int:
 
     tnborn.set_num_threads(args.threads)
     sections = args.only or ["train", "fullbatch", "logp", "threads", "reference"]
+    if args.authors_code is not None and "authors" not in sections:
+        sections = list(sections) + ["authors"]
+    if "authors" in sections and args.authors_code is None:
+        p.error("section 'authors' needs --authors-code DIR")
     name = args.name or ("large" if sections == ["large"] else ("quick" if args.quick else "full"))
     out = args.out or (Path(__file__).resolve().parent / "results" / f"{name}.json")
     res: dict = {"machine": machine_info(args.device, args.dtype), "targets_seconds": TARGETS,
@@ -504,6 +549,8 @@ def main(argv=None) -> int:
         step("reference", section_reference, res, x, args, model30)
     if "large" in sections:
         step("large", section_large, res, args.data, args)
+    if "authors" in sections:
+        step("authors", section_authors, res, x, args)
 
     res["ratios_to_targets"] = ratios(res)
     res["machine"]["load_average_end"] = os.getloadavg()
@@ -545,6 +592,11 @@ def ratios(res: dict) -> dict:
         put("sample_1000_bond100", res["sample_1000"]["random_bond100"], "sample_1000_bond100")
     if "log_prob_1000" in res:
         put("log_prob_1000_bond100", res["log_prob_1000"]["random_bond100"], "log_prob_1000_bond100")
+    if "authors" in res and "summary_at_cap" in res["authors"]:
+        a = res["authors"]["summary_at_cap"]
+        out["speedup_vs_authors_max30"] = {"wall": a["ratio_seconds"], "cpu": a["ratio_cpu_seconds"],
+                                           "target": 8.0}
+        out["nll_vs_authors"] = res["authors"]["nll_final"]
     if "reference" in res:
         out["speedup_vs_numpy_reference"] = {"wall": res["reference"]["speedup_wall"],
                                              "cpu": res["reference"]["speedup_cpu"]}

@@ -61,13 +61,15 @@ def _median_seconds(fn, reps: int) -> float:
     return statistics.median(out)
 
 
-def measure_limits(reps: int = 7) -> dict:
+def measure_limits(reps: int = 7, dtypes=(torch.float64, torch.float32)) -> dict:
     """Single-thread GEMM rates and memory bandwidth of this machine.
 
     Parameters
     ----------
     reps : int
         Repetitions per measurement (the median is kept).
+    dtypes : sequence of torch.dtype
+        Dtypes to measure.
 
     Returns
     -------
@@ -75,7 +77,6 @@ def measure_limits(reps: int = 7) -> dict:
         ``{dtype: {"gemm_gflops": {shape: rate}, "peak_gflops": ..., "bandwidth_gbs": {...},
         "peak_gbs": ...}}``.
     """
-    torch.set_num_threads(1)
     g = torch.Generator().manual_seed(0)
     shapes = {"1024x1024@1024x1024": (1024, 1024, 1024),
               "1000x100@100x200": (1000, 100, 200),
@@ -83,7 +84,9 @@ def measure_limits(reps: int = 7) -> dict:
               "1000x200@200x100": (1000, 200, 100),
               "50x30@30x30": (50, 30, 30)}
     out = {}
-    for dtype in (torch.float64, torch.float32):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    for dtype in dtypes:
         rates = {}
         for name, (m, k, n) in shapes.items():
             a = torch.randn(m, k, generator=g, dtype=dtype)
@@ -129,14 +132,56 @@ def _chain(dims: list[int], batch: int, branches: int) -> tuple[float, float]:
 
 def _bond_update(d: float, batch: int, n_env: int, steps: int) -> tuple[float, float]:
     """Flops and bytes of one two-site update at bond ``d`` (the brief's model, see the README)."""
-    design = batch * 4 * d  # design matrix: B x 4D (left env (x) pixels), written once
-    gemm = 2 * 2.0 * batch * 4 * d * d  # psi and gradient: 2 products (B x 4D) @ (4D x D) per step
-    svd = SVD_CONST * (2 * d) ** 3
-    env = 2.0 * n_env * 2 * d * d  # new environments of every cached sample: (n x 2D) @ (2D x D)
+    return bond_update_cost(d, d, d, batch, n_env, steps)
+
+
+def bond_update_cost(dl: float, dm: float, dr: float, batch: int, n_env: int,
+                     steps: int) -> tuple[float, float]:
+    """Flops and minimal bytes of one two-site update with outer bonds ``dl``, ``dr``.
+
+    The same model as the README's (``dl = dm = dr = D`` gives it): per step two
+    GEMMs ``(B x 2 dl 2) @ (4 dl x dr)``; one SVD of the ``2 dl x 2 dr`` block
+    (``SVD_CONST m n min(m, n)``); the new environment of every cached sample,
+    ``(n x max(dl, dr)) @ (max(dl, dr) x 2 dm)`` (the larger outer bond: the
+    direction of the sweep is not counted, an upper estimate of this term).
+    """
+    k, d = 4 * dl, dr
+    design = batch * k
+    gemm = 2 * 2.0 * batch * k * d
+    m, n = 2 * dl, 2 * dr
+    svd = SVD_CONST * m * n * min(m, n)
+    de = max(dl, dr)
+    env = 2.0 * n_env * de * 2 * dm
     flops = steps * gemm + svd + env
-    bytes_ = ITEM * (steps * (design + batch * d + 2 * 4 * d * d)  # design, right env, read/write A
-                     + 2 * (2 * d) ** 2 + n_env * (2 * d + d))  # SVD in/out, env in/out
+    bytes_ = ITEM * (steps * (design + batch * d + 2 * k * d) + 2 * m * n + n_env * (de + dm))
     return flops, bytes_
+
+
+def loop_bound_seconds(dims: list[int], peak_flops: float, bandwidth: float, batch: int = 50,
+                       n_env: int = 1000, steps: int = 10) -> float:
+    """Roofline lower bound of one loop (both half-sweeps) at bond dimensions ``dims``.
+
+    Parameters
+    ----------
+    dims : list of int
+        ``N - 1`` bond dimensions (those after the loop stand in for the loop's).
+    peak_flops, bandwidth : float
+        FLOP/s and bytes/s.
+    batch, n_env, steps : int
+        Mini-batch size, cached samples, gradient steps per bond.
+
+    Returns
+    -------
+    float
+        ``sum over the 2 (N - 2) updates of max(flops / peak, bytes / bandwidth)``.
+    """
+    full = [1] + list(dims) + [1]
+    total = 0.0
+    for k in range(len(dims)):  # bond k joins sites k, k+1: outer bonds full[k], full[k + 2]
+        times = 1 if k in (0, len(dims) - 1) else 2  # the end bonds are updated once per loop
+        f, b = bond_update_cost(full[k], full[k + 1], full[k + 2], batch, n_env, steps)
+        total += times * max(f / peak_flops, b / bandwidth)
+    return total
 
 
 def count_operations(full: dict) -> dict:

@@ -451,6 +451,7 @@ def test_gradient_rescale_setting_is_validated_and_used(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(sweep_module, "block_gradient_steps", spy)
+    monkeypatch.setenv("TNBORN_KERNELS", "torch")  # the plain path (the numba kernel would replace it)
     model = tnborn.MPSBornMachine.random(6, 2, seed=0)
     tnborn.SweepTrainer(model.copy(), lr=5e-3, descent_steps=1, cutoff=0.0, progress=False,
                         gradient_rescale="norm0.25").fit(data, loops=1)

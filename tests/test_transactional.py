@@ -45,6 +45,15 @@ ROOT = Path(__file__).resolve().parents[1]
 LR = 0.01
 
 
+@pytest.fixture(autouse=True)
+def _plain_path(monkeypatch):
+    """These tests inject failures into the plain torch path (its SVD, its gradient steps), so
+    they run it: the compiled kernels (tnborn.kernels) decline on any failure and hand over to
+    this path, which is what raises and retries (tests/test_kernels.py checks the declining)."""
+    monkeypatch.setenv("TNBORN_KERNELS", "torch")
+
+
+
 def _state(model) -> list:
     return [(tuple(model.node_tensor(n).inds), model.node_tensor(n).data.clone()) for n in model.nodes()] + [
         model.center]
@@ -187,6 +196,7 @@ def test_failure_in_the_middle_of_a_half_sweep_keeps_the_earlier_updates(monkeyp
     assert trainer.half_sweeps_done == 0 and trainer.history == []
     # the model is the state after exactly three successful updates, canonical around the last target
     monkeypatch.undo()
+    monkeypatch.setenv("TNBORN_KERNELS", "torch")  # (undo() removed it too) the same path as above
     cache = EnvironmentCache(reference, reference.as_configurations(data))
     for source, target in reference.sweep_schedule()[0][:3]:
         ref.update_bond(cache, source, target)

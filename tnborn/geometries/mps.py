@@ -18,6 +18,7 @@ from typing import Any
 import quimb.tensor as qtn
 import torch
 
+from .. import kernels
 from ..backend import check_integer, check_seed, make_generator, resolve_device, resolve_dtype
 from ..environments import Message, node_message
 from ..errors import ConfigError, NumericalError
@@ -420,26 +421,33 @@ class MPSBornMachine(BornMachine):
         d = self.phys_dim
         dl = data.shape[0] if names[0] is not None else 1
         dr = data.shape[-1] if names[3] is not None else 1
-        try:
-            left, s, right = array_split(data.reshape(dl * d, d * dr), method=method, absorb=None,
-                                         max_bond=None, cutoff=0.0, cutoff_mode="rel", renorm=False)
-        except torch.linalg.LinAlgError as exc:
-            raise NumericalError(
-                f"the SVD ({method!r}) of the merged block of sites {block.nodes} did not converge: {exc}"
-            ) from exc
-        sv = s.real if s.is_complex() else s
-        keep, info = truncation_rank(sv, cutoff, max_bond, min_bond)
-        kept = sv[:keep]
-        kept = kept / torch.linalg.vector_norm(kept)
-        left, right = left[:, :keep], right[:keep]
-        if target == k:
-            left = left * kept.to(left.dtype)
+        fused = kernels.split_matrix(data.reshape(dl * d, d * dr), cutoff, max_bond, min_bond,
+                                     target == k, method)  # compiled kernel where it applies
+        if fused is not None:
+            left, right, sv, keep = fused
+            _, info = truncation_rank(sv, cutoff, max_bond, min_bond)
+            kept = sv[:keep] / torch.linalg.vector_norm(sv[:keep])
         else:
-            right = kept.to(right.dtype).unsqueeze(1) * right
+            try:
+                left, s, right = array_split(data.reshape(dl * d, d * dr), method=method, absorb=None,
+                                             max_bond=None, cutoff=0.0, cutoff_mode="rel", renorm=False)
+            except torch.linalg.LinAlgError as exc:
+                raise NumericalError(
+                    f"the SVD ({method!r}) of the merged block of sites {block.nodes} did not converge: {exc}"
+                ) from exc
+            sv = s.real if s.is_complex() else s
+            keep, info = truncation_rank(sv, cutoff, max_bond, min_bond)
+            kept = sv[:keep]
+            kept = kept / torch.linalg.vector_norm(kept)
+            left, right = left[:, :keep], right[:keep]
+            if target == k:
+                left = left * kept.to(left.dtype)
+            else:
+                right = kept.to(right.dtype).unsqueeze(1) * right
+            check_split_finite(left, right, block.nodes)
         bond = self._bonds[k]
         lshape = ([dl] if names[0] is not None else []) + [d, keep]
         rshape = [keep, d] + ([dr] if names[3] is not None else [])
-        check_split_finite(left, right, block.nodes)
         self._tensors[k].modify(data=left.reshape(lshape).contiguous(),
                                 inds=tuple(ix for ix in (names[0], names[1], bond) if ix is not None))
         self._tensors[k + 1].modify(data=right.reshape(rshape).contiguous(),
@@ -482,6 +490,11 @@ class MPSBornMachine(BornMachine):
         first = ins[0] if ins else None
         second = out_ind if out_ind is not None else (ins[1] if len(ins) > 1 else None)
         a = kern.site_lpr(data, inds, first, phys, second)
+        if first is not None and out_ind is not None:  # compiled kernel where it applies
+            vec, log = incoming[first]
+            fused = kernels.mps_site_message(a, vec, log, vals.unsqueeze(1), 0)
+            if fused is not None:
+                return fused
         if first is not None:
             vec, log = incoming[first]
             y = kern.contract_select(vec.to(a.dtype), a, vals)

@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from .. import kernels
 from ..distributed import Communicator, check_agreement, reduce_mean, shard_batches
 from ..environments import EnvironmentCache
 from ..errors import ConfigError, NumericalError, PrecisionWarning
@@ -365,21 +366,29 @@ class SweepTrainer(Trainer):
         envs = cache.block_environments(block)
         n = cache.x.shape[0] if self.communicator.world_size == 1 else self._num_rows
         rows, batches, sizes = self._batches(n, cache.x.device)
-        feats, last, order = _design(block, envs, cache.x, rows, model.phys_dim)
-        perm = [block.inds.index(ix) for ix in order] + [
-            i for i, ix in enumerate(block.inds) if ix not in order
-        ]
-        data = block.data.permute(*perm)
-        shape = data.shape
-        matrix = data.reshape(feats.shape[1], -1)
-        matrix = matrix / torch.linalg.vector_norm(matrix)
-        try:
-            matrix = block_gradient_steps(matrix, feats, last, batches, lr, rule=s.gradient_rescale, sizes=sizes,
-                                          communicator=self.communicator, max_nll_rise=s.max_nll_rise,
-                                          stats=stats)
-        except NumericalError as exc:
-            raise _UpdateFailed("gradient", exc) from exc
-        new = matrix.reshape(shape).permute(*[perm.index(i) for i in range(len(perm))])
+        # compiled kernel (tnborn.kernels) where it applies: the plain rule, one process, no
+        # step guard; else None and the generic local update below
+        new = None
+        if self.communicator.world_size == 1 and s.gradient_rescale == "none" and s.max_nll_rise is None:
+            new = kernels.two_site_steps(model, block, envs, cache.x, rows, batches, lr)
+            if new is not None:
+                stats.steps += len(batches)
+        if new is None:
+            feats, last, order = _design(block, envs, cache.x, rows, model.phys_dim)
+            perm = [block.inds.index(ix) for ix in order] + [
+                i for i, ix in enumerate(block.inds) if ix not in order
+            ]
+            data = block.data.permute(*perm)
+            shape = data.shape
+            matrix = data.reshape(feats.shape[1], -1)
+            matrix = matrix / torch.linalg.vector_norm(matrix)
+            try:
+                matrix = block_gradient_steps(matrix, feats, last, batches, lr, rule=s.gradient_rescale,
+                                              sizes=sizes, communicator=self.communicator,
+                                              max_nll_rise=s.max_nll_rise, stats=stats)
+            except NumericalError as exc:
+                raise _UpdateFailed("gradient", exc) from exc
+            new = matrix.reshape(shape).permute(*[perm.index(i) for i in range(len(perm))])
         dtype = model.dtype
         try:
             info = model.split(

@@ -1,0 +1,283 @@
+"""The compiled two-site kernels (tnborn.kernels) against the plain torch path.
+
+Every case builds the same quantity twice, once with ``set_kernels("numba")``
+and once with the plain torch code the sweep trainer runs otherwise (the
+design matrix of ``_design`` and ``block_gradient_steps``; ``contract_select``
+and ``normalise_rows`` for the environments), and compares them in float64 to
+1e-12 relative (the issue's requirement). The tensors are positive (the
+authors' uniform initialisation), so psi has no cancellation: the two paths
+differ only by the order of their sums, a few ulps per result on these small
+shapes, far below 1e-12. The whole-sweep comparison uses the first-order
+rounding bound of :func:`tolerances.rounding_bound`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from tnborn import MPSBornMachine, SweepTrainer, kernels
+from tnborn.environments import EnvironmentCache
+from tnborn.errors import ConfigError, NumericalError
+from tnborn.geometries import _mps_kernels as mk
+from tnborn.training.sweep import _design, block_gradient_steps
+
+from tolerances import rounding_bound
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
+
+REL = 1e-12
+
+
+@pytest.fixture(autouse=True)
+def _reset_choice():
+    yield
+    kernels.set_kernels(None)
+
+
+def _positive_mps(dims, seed):
+    """An MPS with bond dimensions ``dims`` and uniform [0.05, 1) entries."""
+    g = torch.Generator().manual_seed(seed)
+    full = [1] + list(dims) + [1]
+    arrays = [0.05 + 0.95 * torch.rand(full[k], 2, full[k + 1], generator=g, dtype=torch.float64)
+              for k in range(len(full) - 1)]
+    return MPSBornMachine(arrays)
+
+
+def _data(n, num_vars, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, (n, num_vars), generator=g, dtype=torch.int64)
+
+
+def _plain_steps(model, block, envs, x, rows, batches, lr):
+    """The sweep trainer's plain path (sweep.py, ``new is None`` branch), gradient steps only."""
+    feats, last, order = _design(block, envs, x, rows, model.phys_dim)
+    perm = [block.inds.index(ix) for ix in order] + [i for i, ix in enumerate(block.inds) if ix not in order]
+    data = block.data.permute(*perm)
+    shape = data.shape
+    matrix = data.reshape(feats.shape[1], -1)
+    matrix = matrix / torch.linalg.vector_norm(matrix)
+    matrix = block_gradient_steps(matrix, feats, last, batches, lr)
+    return matrix.reshape(shape).permute(*[perm.index(i) for i in range(len(perm))])
+
+
+def _block_and_envs(model, x, k, leftward):
+    source, target = (k + 1, k) if leftward else (k, k + 1)
+    # no canonicalisation: positive tensors give positive environments, so psi has no cancellation
+    block = model.merge(source, target)
+    cache = EnvironmentCache(model, x)
+    return block, cache.block_environments(block)
+
+
+# (bond dims, bond k, leftward?): interior bonds, both edge bonds, unequal outer bonds
+CASES = [
+    ((2, 4, 3, 5, 2), 2, True),
+    ((2, 4, 3, 5, 2), 0, False),   # left edge: no left environment
+    ((2, 4, 3, 5, 2), 4, True),    # right edge: no right environment
+    ((2, 4, 8, 4, 2), 1, False),
+    ((2, 3, 7, 6, 2), 2, False),
+]
+
+
+@pytest.mark.parametrize("dims,k,leftward", CASES)
+@pytest.mark.parametrize("n,batch,steps", [(37, 10, 4), (37, None, 3), (50, 7, 10)])
+def test_two_site_steps_match_plain_path(dims, k, leftward, n, batch, steps):
+    model = _positive_mps(dims, seed=k + n)
+    x = _data(n, len(dims) + 1, seed=n)
+    block, envs = _block_and_envs(model, x, k, leftward)
+    if batch is None:
+        rows, batches = None, [slice(None)] * steps
+    else:  # a shuffled stream as the trainer draws it: batch sizes that do not divide n, repeats
+        g = torch.Generator().manual_seed(1)
+        rows = torch.cat([torch.randperm(n, generator=g) for _ in range(3)])[: batch * steps]
+        batches = [slice(i * batch, (i + 1) * batch) for i in range(steps)]
+    lr = 0.05
+    kernels.set_kernels("torch")
+    assert kernels.two_site_steps(model, block, envs, x, rows, batches, lr) is None
+    want = _plain_steps(model, block, envs, x, rows, batches, lr)
+    kernels.set_kernels("numba")
+    got = kernels.two_site_steps(model, block, envs, x, rows, batches, lr)
+    assert got is not None and got.shape == block.data.shape and got.dtype == torch.float64
+    err = float(torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want))
+    assert err <= REL, err
+    # the kernel normalises the block as the plain path does
+    assert abs(float(torch.linalg.vector_norm(got)) - 1.0) <= REL
+
+
+def test_uneven_step_slices():
+    """Steps of different lengths (a last, shorter batch) use their own 1/B."""
+    model = _positive_mps((2, 4, 4, 2), seed=3)
+    x = _data(23, 5, seed=3)
+    block, envs = _block_and_envs(model, x, 1, False)
+    rows = torch.arange(23)
+    batches = [slice(0, 10), slice(10, 20), slice(20, 23)]
+    want = _plain_steps(model, block, envs, x, rows, batches, 0.1)
+    kernels.set_kernels("numba")
+    got = kernels.two_site_steps(model, block, envs, x, rows, batches, 0.1)
+    assert float(torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want)) <= REL
+
+
+def test_zero_psi_falls_back_to_plain_path():
+    """psi = 0 for a sample: the kernel declines, so the plain path raises its precise error."""
+    model = _positive_mps((2, 3, 2), seed=0)
+    x = _data(8, 4, seed=0)
+    block, envs = _block_and_envs(model, x, 1, False)
+    ix = next(iter(envs))
+    vec, log = envs[ix]
+    vec = vec.clone()
+    vec[3] = 0.0
+    bad = {**envs, ix: (vec, log)}
+    kernels.set_kernels("numba")
+    assert kernels.two_site_steps(model, block, bad, x, None, [slice(None)], 0.1) is None
+    with pytest.raises(NumericalError, match="psi"):
+        _plain_steps(model, block, bad, x, None, [slice(None)], 0.1)
+
+
+def test_kernel_declines_outside_its_domain():
+    model = _positive_mps((2, 3, 2), seed=0)
+    x = _data(8, 4, seed=0)
+    block, envs = _block_and_envs(model, x, 1, False)
+    kernels.set_kernels("numba")
+    as_complex = dataclasses.replace(block, data=block.data.to(torch.complex128))
+    assert kernels.two_site_steps(model, as_complex, envs, x, None, [slice(None)], 0.1) is None
+    assert kernels.two_site_steps(object(), block, envs, x, None, [slice(None)], 0.1) is None
+
+
+@pytest.mark.parametrize("din,dout,leftward", [(1, 2, False), (3, 5, False), (6, 4, True), (5, 5, True)])
+def test_site_message_matches_plain_path(din, dout, leftward):
+    g = torch.Generator().manual_seed(din * 7 + dout)
+    n = 41
+    x = _data(n, 3, seed=din)
+    a = 0.05 + torch.rand((dout, 2, din) if leftward else (din, 2, dout), generator=g, dtype=torch.float64)
+    if leftward:  # incoming from the right: the (Din, d, Dout) view is a permutation
+        a = a.permute(2, 1, 0)
+    vec = torch.rand(n, din, generator=g, dtype=torch.float64)
+    vec[5] = 0.0  # a zero row: log = -inf, vector stays zero
+    log = torch.randn(n, generator=g, dtype=torch.float64)
+    want_v, want_l = mk.normalise_rows(mk.contract_select(vec, a, x[:, 1]), log)
+    kernels.set_kernels("numba")
+    got_v, got_l = kernels.mps_site_message(a, vec, log, x, 1)
+    assert torch.isneginf(got_l[5]) and torch.isneginf(want_l[5])
+    assert torch.equal(got_v[5], want_v[5])
+    keep = torch.isfinite(want_l)
+    assert float((got_v - want_v).abs().max()) <= REL
+    assert float((got_l[keep] - want_l[keep]).abs().max() / want_l[keep].abs().max()) <= REL
+
+
+def _fit(choice, data, seed=0):
+    kernels.set_kernels(choice)
+    model = _positive_mps((2, 2, 2, 2, 2, 2, 2), seed=11)
+    trainer = SweepTrainer(model, lr=0.05, cutoff=1e-3, max_bond=6, batch_size=9, descent_steps=5,
+                           min_bond=2, seed=seed, progress=False)
+    hist = trainer.fit(data, loops=3)
+    return [h["train_nll"] for h in hist], [h["bond_dims"] for h in hist], model
+
+
+def test_whole_sweep_same_nll_as_plain_path(monkeypatch):
+    """Three loops of mini-batch training (batch 9 of 40 rows): same NLL and bond dims."""
+    data = _data(40, 8, seed=5)
+    nll_t, dims_t, m_t = _fit("torch", data)
+    used = []
+    steps = kernels.two_site_steps
+
+    def counted(*args):
+        out = steps(*args)
+        used.append(out is not None)
+        return out
+
+    monkeypatch.setattr(kernels, "two_site_steps", counted)
+    nll_n, dims_n, m_n = _fit("numba", data)
+    assert used and all(used)  # every update of the numba run went through the kernel
+    assert dims_n == dims_t
+    updates = 3 * 2 * (8 - 2)
+    bound = rounding_bound(torch.float64, updates * 5 * (9 + 4 * 36), scale=max(nll_t))
+    for a, b in zip(nll_n, nll_t):
+        assert abs(a - b) <= bound
+    lp_t, lp_n = m_t.log_prob(data), m_n.log_prob(data)
+    assert float((lp_t - lp_n).abs().max()) <= bound
+
+
+def test_choice_validation(monkeypatch):
+    with pytest.raises(ConfigError, match="kernels must be one of"):
+        kernels.set_kernels("fast")
+    monkeypatch.setenv("TNBORN_KERNELS", "gpu")
+    with pytest.raises(ConfigError, match="TNBORN_KERNELS must be one of"):
+        kernels.get_kernels()
+    monkeypatch.setenv("TNBORN_KERNELS", "torch")
+    assert kernels.get_kernels() == "torch"
+    assert kernels.set_kernels("numba") == "numba"
+    assert kernels.set_kernels(None) == "torch"
+
+
+def test_auto_leaves_large_work_to_blas():
+    """``auto``: above NUMBA_MAX_WORK per step the plain path runs."""
+    model = _positive_mps((2, 4, 3, 2), seed=0)
+    x = _data(10, 5, seed=0)
+    block, envs = _block_and_envs(model, x, 1, False)
+    kernels.set_kernels("auto")
+    assert kernels.two_site_steps(model, block, envs, x, None, [slice(None)], 0.1) is not None
+    old = kernels.NUMBA_MAX_WORK
+    try:
+        kernels.NUMBA_MAX_WORK = 10 * 2 * 3 - 1  # rows * Dl * Dr of this step is 60
+        assert kernels.two_site_steps(model, block, envs, x, None, [slice(None)], 0.1) is None
+    finally:
+        kernels.NUMBA_MAX_WORK = old
+
+
+def _split_with(choice, dims, k, target_left, **rule):
+    kernels.set_kernels(choice)
+    model = _positive_mps(dims, seed=7)
+    model.move_center(k)
+    block = model.merge(k, k + 1)
+    info = model.split(block, target=k if target_left else k + 1, **rule)
+    return model, info
+
+
+@pytest.mark.parametrize("rule,expect_dim", [
+    (dict(cutoff=0.0), None),                          # nothing truncated: full rank 2 * min(Dl, Dr)
+    (dict(cutoff=0.01, min_bond=1), "cutoff"),         # the cutoff acts
+    (dict(cutoff=0.0, max_bond=3), 3),                 # the cap acts
+    (dict(cutoff=0.99, min_bond=2), 2),                # min_bond acts (the cutoff would keep 1)
+])
+@pytest.mark.parametrize("k,target_left", [(2, True), (2, False), (0, False), (4, True)])
+def test_split_matrix_matches_plain_path(rule, expect_dim, k, target_left):
+    dims = (2, 4, 5, 4, 2)
+    m_t, info_t = _split_with("torch", dims, k, target_left, **rule)
+    m_n, info_n = _split_with("numba", dims, k, target_left, **rule)
+    assert info_n.bond_dim == info_t.bond_dim
+    full = min(2 * (dims[k - 1] if k else 1), 2 * (dims[k + 1] if k + 1 < len(dims) else 1))
+    if isinstance(expect_dim, int):
+        assert info_n.bond_dim == min(expect_dim, full)
+    elif expect_dim is None:
+        assert info_n.bond_dim == full
+    elif full > 2:  # interior bonds (at the edge bonds the rank is 2 and nothing is cut)
+        assert info_n.bond_dim < full and 0 < info_n.max_discarded < rule["cutoff"]
+    assert abs(info_n.max_discarded - info_t.max_discarded) <= REL
+    assert abs(info_n.discarded_weight - info_t.discarded_weight) <= REL
+    assert float((info_n.singular_values - info_t.singular_values).abs().max()) <= REL
+    assert m_n.center == m_t.center
+    # the halves agree up to the sign of each singular pair: compare their product and the state
+    bn, bt = m_n.merge(k, k + 1).data, m_t.merge(k, k + 1).data
+    assert float(torch.linalg.vector_norm(bn - bt) / torch.linalg.vector_norm(bt)) <= REL
+    x = _data(30, len(dims) + 1, seed=2)
+    lp_n, lp_t = m_n.log_prob(x), m_t.log_prob(x)
+    assert float((lp_n - lp_t).abs().max()) <= REL * float(lp_t.abs().max())
+    # the half that holds no singular values is an isometry
+    a = m_n.site_arrays()[k + 1 if target_left else k]
+    mat = a.reshape(a.shape[0], -1) if target_left else a.reshape(-1, a.shape[2])
+    gram = mat @ mat.T if target_left else mat.T @ mat
+    assert float((gram - torch.eye(gram.shape[0], dtype=gram.dtype)).abs().max()) <= REL
+
+
+def test_split_matrix_declines_eig_method_and_bad_blocks():
+    kernels.set_kernels("numba")
+    a = torch.rand(4, 6, dtype=torch.float64)
+    assert kernels.split_matrix(a, 0.0, None, 1, True, "svd:eig") is None
+    assert kernels.split_matrix(torch.zeros(4, 6, dtype=torch.float64), 0.0, None, 1, True, "svd") is None
+    bad = a.clone()
+    bad[1, 2] = float("nan")
+    assert kernels.split_matrix(bad, 0.0, None, 1, True, "svd") is None
+    left, right, s, keep = kernels.split_matrix(a, 0.0, 3, 1, True, "svd")
+    assert keep == 3 and left.shape == (4, 3) and right.shape == (3, 6) and s.shape == (4,)

@@ -1,0 +1,289 @@
+"""Compiled kernels of the two-site update (numba), with the plain torch path as reference.
+
+The sweep trainer and the MPS environment cache ask this module first; where a
+kernel applies it returns the result, otherwise ``None`` and the caller runs
+its plain torch code, which stays the reference and the fallback (CUDA,
+complex dtypes, geometries other than the MPS, data-parallel training, the
+``norm0.25`` rule, numba missing, or work large enough for BLAS to win).
+
+Selection: :func:`set_kernels` or the ``TNBORN_KERNELS`` environment variable,
+
+- ``"auto"`` (default): numba where it applies and the work per step is at
+  most :data:`NUMBA_MAX_WORK`;
+- ``"numba"``: numba wherever it applies;
+- ``"torch"``: never (the plain path everywhere).
+
+The kernels do the same arithmetic as the plain path (the same formulas,
+summed in another order), so results agree to rounding; the tests check it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+
+__all__ = ["KERNEL_CHOICES", "NUMBA_MAX_WORK", "available", "get_kernels", "set_kernels",
+           "two_site_steps", "mps_site_message", "split_matrix"]
+
+#: Accepted values of :func:`set_kernels` / ``TNBORN_KERNELS``.
+KERNEL_CHOICES = ("auto", "numba", "torch")
+
+#: Largest ``rows * D_left * D_right`` of one gradient step (or one message) that
+#: ``"auto"`` gives to numba; above it the plain path's BLAS products win
+#: (numba's loops skip the design matrix's zeros but run at a fraction of the
+#: GEMM rate). See ``benchmarks/bench_kernels.py``.
+NUMBA_MAX_WORK = 3_000_000
+
+_choice: str | None = None
+_numba: Any = None  # the compiled module, or False when numba cannot be imported
+
+
+def set_kernels(choice: str | None) -> str:
+    """Choose where the two-site update runs (``None``: back to ``TNBORN_KERNELS`` / ``"auto"``).
+
+    Parameters
+    ----------
+    choice : str or None
+        ``"auto"``, ``"numba"`` or ``"torch"``.
+
+    Returns
+    -------
+    str
+        The choice now in force.
+
+    Raises
+    ------
+    ConfigError
+        For any other value.
+    """
+    global _choice
+    if choice is not None and choice not in KERNEL_CHOICES:
+        raise ConfigError(f"kernels must be one of {list(KERNEL_CHOICES)}, got {choice!r}")
+    _choice = choice
+    return get_kernels()
+
+
+def get_kernels() -> str:
+    """The kernel choice in force (:func:`set_kernels`, else ``TNBORN_KERNELS``, else ``"auto"``).
+
+    Returns
+    -------
+    str
+        ``"auto"``, ``"numba"`` or ``"torch"``.
+
+    Raises
+    ------
+    ConfigError
+        If ``TNBORN_KERNELS`` holds another value.
+    """
+    if _choice is not None:
+        return _choice
+    env = os.environ.get("TNBORN_KERNELS", "").strip().lower() or "auto"
+    if env not in KERNEL_CHOICES:
+        raise ConfigError(f"TNBORN_KERNELS must be one of {list(KERNEL_CHOICES)}, got {env!r}")
+    return env
+
+
+def available() -> bool:
+    """Whether numba can be imported (the kernels compile on first use).
+
+    Returns
+    -------
+    bool
+        True when the numba kernels can run.
+    """
+    return _kernels() is not None
+
+
+def _kernels():
+    global _numba
+    if _numba is None:
+        try:
+            from . import _numba_mps
+        except ImportError:  # numba missing or broken: the plain path runs
+            _numba = False
+        else:
+            _numba = _numba_mps
+    return _numba or None
+
+
+def _use(work: int, tensors: tuple[torch.Tensor, ...], limit: int | None = None):
+    """The numba module if the choice, the device, the dtypes and the work allow it, else None."""
+    choice = get_kernels()
+    if choice == "torch":
+        return None
+    t0 = tensors[0]
+    if t0.device.type != "cpu" or t0.dtype not in (torch.float64, torch.float32):
+        return None
+    if any(t.dtype != t0.dtype or t.device.type != "cpu" or t.requires_grad for t in tensors):
+        return None
+    if choice == "auto" and work > (NUMBA_MAX_WORK if limit is None else limit):
+        return None
+    return _kernels()
+
+
+def _array(t: torch.Tensor) -> np.ndarray:
+    return t.detach().numpy()
+
+
+def two_site_steps(model: Any, block: Any, envs: dict, x: torch.Tensor, rows: torch.Tensor | None,
+                   batches: list[slice], lr: float) -> torch.Tensor | None:
+    """The normalised gradient steps of one MPS two-site block, compiled; ``None`` if not applicable.
+
+    Same result as normalising the block and calling
+    :func:`tnborn.training.sweep.block_gradient_steps` on the design matrix
+    of :func:`tnborn.training.sweep._design` (to rounding).
+
+    Parameters
+    ----------
+    model : BornMachine
+        The machine (the kernel applies to ``geometry == "mps"``).
+    block : TwoSiteBlock
+        From ``model.merge``.
+    envs : dict
+        Virtual index -> message, from ``EnvironmentCache.block_environments``.
+    x : torch.Tensor
+        ``(n, N)`` int64 configurations of the cache.
+    rows : torch.Tensor or None
+        The steps' sample rows, concatenated (``None``: every step uses all ``n``).
+    batches : list of slice
+        Each step's range in ``rows`` (or in ``range(n)``).
+    lr : float
+        Learning rate.
+
+    Returns
+    -------
+    torch.Tensor or None
+        The new block, same shape and index order as ``block.data``; ``None``
+        when the kernel does not apply or the result is zero or non-finite
+        (the plain path then runs and raises its precise error).
+    """
+    if getattr(model, "geometry", None) != "mps" or not batches:
+        return None
+    inds = list(block.inds)
+    phys = [i for i, ix in enumerate(inds) if ix in block.physical]
+    if len(phys) != 2 or phys[1] != phys[0] + 1:
+        return None
+    col = block.physical[inds[phys[0]]]
+    if block.physical[inds[phys[1]]] != col + 1:
+        return None
+    before, after = inds[: phys[0]], inds[phys[1] + 1:]
+    if len(before) > 1 or len(after) > 1 or set(before + after) != set(envs):
+        return None
+    data = block.data
+    d = data.shape[phys[0]]
+    n = x.shape[0]
+    left = envs[before[0]][0] if before else None
+    right = envs[after[0]][0] if after else None
+    dl = left.shape[1] if left is not None else 1
+    dr = right.shape[1] if right is not None else 1
+    total = n if rows is None else rows.shape[0]
+    bounds = [sl.indices(total) for sl in batches]
+    if any(step != 1 for _, _, step in bounds):
+        return None
+    work = max(stop - start for start, stop, _ in bounds) * dl * dr
+    tensors = (data,) + tuple(t for t in (left, right) if t is not None)
+    kern = _use(work, tensors)
+    if kern is None:
+        return None
+    ones = None
+    if left is None or right is None:
+        ones = torch.ones((n, 1), dtype=data.dtype)
+    lv = _array(left if left is not None else ones)
+    rv = _array(right if right is not None else ones)
+    r = np.arange(n, dtype=np.int64) if rows is None else _array(rows.to(torch.int64))
+    starts = np.array([b[0] for b in bounds], dtype=np.int64)
+    stops = np.array([b[1] for b in bounds], dtype=np.int64)
+    m0 = np.ascontiguousarray(_array(data).reshape(dl, d, d, dr))
+    out = kern.block_steps(m0, np.ascontiguousarray(lv), np.ascontiguousarray(rv), _array(x), col,
+                           np.ascontiguousarray(r), starts, stops, float(lr))
+    if not (np.isfinite(out).all() and out.any()):
+        return None
+    return torch.from_numpy(out.reshape(data.shape))
+
+
+def mps_site_message(a: torch.Tensor, vec: torch.Tensor, log: torch.Tensor, x: torch.Tensor,
+                     col: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """One chain site's environment message, compiled; ``None`` if not applicable.
+
+    Same result as ``normalise_rows(contract_select(vec, a, x[:, col]), log)``
+    of :mod:`tnborn.geometries._mps_kernels` (to rounding).
+
+    Parameters
+    ----------
+    a : torch.Tensor
+        ``(D_in, d, D_out)`` site array (any strides).
+    vec, log : torch.Tensor
+        ``(n, D_in)`` incoming vectors and ``(n,)`` log-scales.
+    x : torch.Tensor
+        ``(n, N)`` int64 configurations.
+    col : int
+        The site's variable.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor) or None
+        Rescaled vectors and log-scales, or ``None``.
+    """
+    work = vec.shape[0] * a.shape[0] * a.shape[2]
+    kern = _use(work, (a, vec))
+    if kern is None or x.device.type != "cpu" or log.device.type != "cpu":
+        return None
+    y, lo = kern.site_message(np.ascontiguousarray(_array(vec)), _array(log),
+                              np.ascontiguousarray(_array(a)), _array(x), int(col))
+    return torch.from_numpy(y), torch.from_numpy(lo)
+
+
+#: Largest ``rows * cols`` of a block that :func:`split_matrix` decomposes in
+#: ``"auto"`` mode: the saving is the per-call overhead, which matters for small
+#: blocks; for large ones torch's LAPACK (MKL in the CPU wheels) may be faster than
+#: the one numba links (measured: 200 x 200 blocks of the full-batch bond-100 loop
+#: 7 % slower through numba, benchmarks/results/kernels_fullbatch.json).
+SPLIT_MAX_SIZE = 128 * 128
+
+
+def split_matrix(a: torch.Tensor, cutoff: float, max_bond: int | None, min_bond: int, s_left: bool,
+                 method: str):
+    """Truncated SVD split of a real CPU block in one compiled call; ``None`` if not applicable.
+
+    The same decomposition (LAPACK ``gesdd``), truncation rule
+    (:func:`tnborn.primitives.truncation_rank`) and absorption of the kept
+    singular values (unit 2-norm) as ``MPSBornMachine.split``'s plain path,
+    which runs instead (and raises the precise errors) whenever this returns
+    ``None``: ``method`` other than ``"svd"``, complex, CUDA, a failed or
+    non-finite decomposition.
+
+    Parameters
+    ----------
+    a : torch.Tensor
+        ``(m, n)`` block.
+    cutoff, max_bond, min_bond
+        As in :func:`tnborn.primitives.truncation_rank`.
+    s_left : bool
+        Whether the singular values go to the left half.
+    method : str
+        The split method asked for.
+
+    Returns
+    -------
+    tuple or None
+        ``(left (m, keep), right (keep, n), s (all singular values), keep)`` as tensors / int.
+    """
+    if method != "svd":
+        return None
+    kern = _use(a.shape[0] * a.shape[1], (a,), limit=SPLIT_MAX_SIZE)
+    if kern is None:
+        return None
+    try:
+        status, left, right, s, keep = kern.split_block(
+            np.ascontiguousarray(_array(a)), float(cutoff), int(max_bond or 0), int(min_bond), bool(s_left))
+    except np.linalg.LinAlgError:
+        return None
+    if status != 0:
+        return None
+    return torch.from_numpy(left), torch.from_numpy(right), torch.from_numpy(s), int(keep)
