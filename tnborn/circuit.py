@@ -290,6 +290,16 @@ def _dagger_layer(layer: list[Gate]) -> list[Gate]:
     return [(w, u.conj().T) for w, u in reversed(layer)]
 
 
+def _analytical_layer(target: list[np.ndarray], cutoff: float) -> tuple[list[Gate], float]:
+    """Staircase preparing the best bond-2 (SVD) approximation of a left-canonical, normalised MPS.
+
+    Returns the gates and ``|<target|layer|0>|^2``.
+    """
+    # U |0> = approx exactly, so <0|U^dagger|target> = <approx|target>
+    approx = _right_truncate(target, 2, cutoff)
+    return _staircase(approx), float(abs(_overlap(approx, target)) ** 2)
+
+
 # --------------------------------------------------------------------------- #
 # compilation
 # --------------------------------------------------------------------------- #
@@ -344,11 +354,8 @@ def compile_mps(
     compiled: list[list[Gate]] = []
     fidelities: list[float] = []
     for _ in range(layers):
-        # target is left-canonical and normalised here; U_k |0> = approx exactly, so
-        # <0|U_k^dagger|target> = <approx|target>
-        approx = _right_truncate(target, 2, cutoff_sim)
-        fidelities.append(float(abs(_overlap(approx, target)) ** 2))
-        layer = _staircase(approx)
+        layer, fid = _analytical_layer(target, cutoff_sim)
+        fidelities.append(fid)
         compiled.append(layer)
         target, _ = _apply_gates(target, _dagger_layer(layer), n - 1, max_bond_sim, cutoff_sim)
         target = _left_canonical(target)
@@ -907,8 +914,12 @@ def gate_environment(top: list[np.ndarray], bottom: list[np.ndarray], k: int) ->
     right = np.ones((1, 1), dtype=np.complex128)
     for s in range(n - 1, k + 1, -1):
         right = _transfer_right(right, top[s], bottom[s])
-    env = np.einsum("ij,iam,mbr,jcn,ndq,rq->abcd", left, top[k].conj(), top[k + 1].conj(),
-                    bottom[k], bottom[k + 1], right, optimize=True)
+    return _two_site_environment(left, top[k], top[k + 1], bottom[k], bottom[k + 1], right)
+
+
+def _two_site_environment(left: np.ndarray, t0: np.ndarray, t1: np.ndarray, b0: np.ndarray,
+                          b1: np.ndarray, right: np.ndarray) -> np.ndarray:
+    env = np.einsum("ij,iam,mbr,jcn,ndq,rq->abcd", left, t0.conj(), t1.conj(), b0, b1, right, optimize=True)
     return env.reshape(4, 4)
 
 
@@ -924,26 +935,126 @@ def _zero_state(n: int) -> list[np.ndarray]:
     return [zero.copy() for _ in range(n)]
 
 
+def _log_overlap(bra: list[np.ndarray], ket: list[np.ndarray]) -> float:
+    """``log |<bra|ket>|`` through rescaled transfer matrices (no underflow for large ``N``)."""
+    env = np.ones((1, 1), dtype=np.complex128)
+    log = 0.0
+    for a, b in zip(bra, ket):
+        env = _transfer_left(env, a, b)
+        scale = float(np.max(np.abs(env)))
+        if scale == 0.0 or not math.isfinite(scale):
+            return -math.inf if scale == 0.0 else math.nan
+        env = env / scale
+        log += math.log(scale)
+    return log + math.log(abs(complex(env[0, 0]))) if env[0, 0] != 0 else -math.inf
+
+
+class _Environments:
+    """The two MPS of a sweep and their cached partial contractions.
+
+    ``top = C_after^dagger |psi>`` and ``bottom = C_before |0>`` change only
+    at the sites a gate or a move of the canonical centre touches; ``left[j]``
+    contracts sites ``< j`` and ``right[j]`` sites ``>= j`` of
+    ``<top|bottom>``. A change at sites ``lo..hi`` invalidates ``left[j]`` for
+    ``j > lo`` and ``right[j]`` for ``j <= hi``, so a staircase layer costs
+    ``O(N)`` transfer steps instead of ``O(N^2)``.
+    """
+
+    def __init__(self, top: list[np.ndarray], ctop: int, bottom: list[np.ndarray], cbot: int,
+                 max_bond: int | None, cutoff: float):
+        self.top, self.ctop, self.bottom, self.cbot = top, ctop, bottom, cbot
+        self.max_bond, self.cutoff = max_bond, cutoff
+        n = len(top)
+        ones = np.ones((1, 1), dtype=np.complex128)
+        self.left = [ones]  # left[j] valid for j < len(self.left)
+        self.right = [ones] * (n + 1)
+        self.rlow = n  # right[j] valid for j >= rlow
+
+    def _touched(self, lo: int, hi: int) -> None:
+        del self.left[lo + 1:]
+        self.rlow = max(self.rlow, hi + 1)
+
+    def apply(self, which: str, gate: Gate, max_bond: int | None) -> None:
+        k, _ = _orient(*gate)
+        centre = self.ctop if which == "top" else self.cbot
+        lo, hi = min(centre, k), max(centre, k + 1)
+        state = self.top if which == "top" else self.bottom
+        state, centre = _apply_gates(state, [gate], centre, max_bond, self.cutoff)
+        if which == "top":
+            self.top, self.ctop = state, centre
+        else:
+            self.bottom, self.cbot = state, centre
+        self._touched(lo, hi)
+
+    def environment(self, k: int) -> np.ndarray:
+        """The 4x4 environment of a gate on ``(k, k+1)`` (see :func:`gate_environment`)."""
+        while len(self.left) <= k:
+            j = len(self.left) - 1
+            self.left.append(_transfer_left(self.left[j], self.top[j], self.bottom[j]))
+        while self.rlow > k + 2:
+            j = self.rlow - 1
+            self.right[j] = _transfer_right(self.right[j + 1], self.top[j], self.bottom[j])
+            self.rlow = j
+        return _two_site_environment(self.left[k], self.top[k], self.top[k + 1], self.bottom[k],
+                                     self.bottom[k + 1], self.right[k + 2])
+
+
 def _sweep(target: list[np.ndarray], gates: list[Gate], max_bond: int | None, cutoff: float) -> tuple[list[Gate], float]:
-    """One sweep of polar updates of every gate, in application order; returns the new gates and fidelity."""
+    """One sweep of polar updates of every gate, in application order; returns the new gates and fidelity.
+
+    ``max_bond`` limits the bond dimension of ``C_after^dagger|psi>`` only;
+    ``C_before|0>`` is simulated exactly (its bond dimension is at most
+    ``2^layers`` for staircases).
+    """
     n = len(target)
     gates = list(gates)
     top, ctop = _apply_gates(target, _dagger_layer(gates[1:]), n - 1, max_bond, cutoff)
-    bottom, cbot = _zero_state(n), 0
+    envs = _Environments(top, ctop, _zero_state(n), 0, max_bond, cutoff)
     overlap = 0.0
     for m in range(len(gates)):
         where, u = gates[m]
         k, _ = _orient(where, u)
-        env = gate_environment(top, bottom, k)
-        w, overlap = _polar(env.conj())  # sum G*E = Tr(M^dagger G) with M = conj(E)
+        w, overlap = _polar(envs.environment(k).conj())  # sum G*E = Tr(M^dagger G) with M = conj(E)
         if where[0] > where[1]:
-            sw = _SWAP
-            w = sw @ w @ sw
+            w = _SWAP @ w @ _SWAP
         gates[m] = (where, w)
-        bottom, cbot = _apply_gates(bottom, [gates[m]], cbot, max_bond, cutoff)
+        envs.apply("bottom", gates[m], None)
         if m + 1 < len(gates):
-            top, ctop = _apply_gates(top, [gates[m + 1]], ctop, max_bond, cutoff)
+            envs.apply("top", gates[m + 1], max_bond)
     return gates, float(overlap ** 2)
+
+
+def _check_sweep_options(sweeps: Any, tol: Any) -> None:
+    if not (isinstance(sweeps, int) and not isinstance(sweeps, bool) and sweeps >= 1):
+        raise ConfigError(f"sweeps must be an integer >= 1, got {sweeps!r}")
+    if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and tol >= 0 and math.isfinite(tol)):
+        raise ConfigError(f"tol must be a finite number >= 0, got {tol!r}")
+
+
+def _target_arrays(model: Any) -> list[np.ndarray]:
+    if isinstance(model, list):
+        return _left_canonical([np.asarray(a, dtype=np.complex128) for a in model])
+    return _left_canonical(_model_arrays(model))
+
+
+def _circuit_log_fidelity(target: list[np.ndarray], gates: list[Gate], cutoff: float) -> float:
+    """``log |<target|C|0>|^2`` with ``C|0>`` simulated exactly (up to ``cutoff``)."""
+    state, _ = _apply_gates(_zero_state(len(target)), gates, 0, None, cutoff)
+    return 2.0 * _log_overlap(target, state)
+
+
+def _optimize(target: list[np.ndarray], gates: list[Gate], sweeps: int, tol: float,
+              max_bond_sim: int | None, cutoff_sim: float, before: float) -> tuple[list[Gate], list[float]]:
+    gates = [(w, np.asarray(u, dtype=np.complex128)) for w, u in gates]
+    history: list[float] = []
+    prev = before
+    for _ in range(sweeps):
+        gates, fid = _sweep(target, gates, max_bond_sim, cutoff_sim)
+        history.append(fid)
+        if fid - prev < tol:
+            break
+        prev = fid
+    return gates, history
 
 
 def optimize_circuit(
@@ -962,8 +1073,9 @@ def optimize_circuit(
     fidelity never decreases from one update to the next. Sweeps stop when the
     fidelity gain of a sweep falls below ``tol`` or after ``sweeps`` sweeps.
     The environments come from two MPS, ``C_{before}|0>`` and
-    ``C_{after}^dagger|psi>``, updated one gate at a time, so the cost scales
-    with ``N`` and the bond dimensions, not ``2^N``.
+    ``C_{after}^dagger|psi>``, updated one gate at a time, with their partial
+    contractions cached, so a sweep costs ``O(N)`` MPS steps per layer and no
+    state vector is formed.
 
     Parameters
     ----------
@@ -976,7 +1088,8 @@ def optimize_circuit(
     tol : float
         Stop when a sweep gains less fidelity than this (``>= 0``).
     max_bond_sim : int, optional
-        Bond limit of the two simulated MPS (``None``: exact, monotone sweeps).
+        Bond limit of the simulated ``C_{after}^dagger|psi>`` (``None``:
+        exact, monotone sweeps); ``C_{before}|0>`` is always exact.
     cutoff_sim : float
         Relative singular-value cutoff of those simulations.
 
@@ -986,35 +1099,28 @@ def optimize_circuit(
         The optimised circuit (same layout; ``fidelities`` holds the final
         fidelity as its last entry when layered).
     dict
-        ``fidelity_before``, ``fidelity`` (after), ``sweeps``, ``history``
-        (fidelity after each sweep), ``seconds``.
+        ``fidelity_before``, ``fidelity`` (after, computed exactly from the
+        circuit's MPS), ``log_fidelity`` (its natural log, finite where the
+        fidelity underflows), ``sweeps``, ``history`` (the fidelity each sweep
+        reports, exact when ``max_bond_sim`` is None), ``seconds``.
     """
     import time
 
-    if not (isinstance(sweeps, int) and not isinstance(sweeps, bool) and sweeps >= 1):
-        raise ConfigError(f"sweeps must be an integer >= 1, got {sweeps!r}")
-    if not (isinstance(tol, (int, float)) and tol >= 0 and math.isfinite(tol)):
-        raise ConfigError(f"tol must be a finite number >= 0, got {tol!r}")
-    target = _left_canonical(model if isinstance(model, list) else _model_arrays(model))
+    _check_sweep_options(sweeps, tol)
+    if max_bond_sim is not None and not (isinstance(max_bond_sim, int) and max_bond_sim >= 2):
+        raise ConfigError(f"max_bond_sim must be an integer >= 2 or None, got {max_bond_sim!r}")
+    target = _target_arrays(model)
     if circuit.num_qubits != len(target):
         raise ConfigError(f"circuit has {circuit.num_qubits} qubits but the target {len(target)} variables")
     if not circuit.gates:
         raise ConfigError("the circuit has no gates to optimise")
     t0 = time.perf_counter()
-    before = float(abs(_overlap(target, _apply_gates(_zero_state(len(target)), circuit.gates, 0,
-                                                       max_bond_sim, cutoff_sim)[0])) ** 2)
-    gates = [(w, np.asarray(u, dtype=np.complex128)) for w, u in circuit.gates]
-    history: list[float] = []
-    prev = before
-    for _ in range(sweeps):
-        gates, fid = _sweep(target, gates, max_bond_sim, cutoff_sim)
-        history.append(fid)
-        if fid - prev < tol:
-            break
-        prev = fid
+    before = math.exp(_circuit_log_fidelity(target, circuit.gates, cutoff_sim))
+    gates, history = _optimize(target, circuit.gates, sweeps, tol, max_bond_sim, cutoff_sim, before)
+    log_fid = _circuit_log_fidelity(target, gates, cutoff_sim)
     fids = list(circuit.fidelities)
     if circuit.num_layers and fids:
-        fids = fids[: circuit.num_layers - 1] + [history[-1]]
+        fids = fids[: circuit.num_layers - 1] + [math.exp(log_fid)]
     out = CompiledCircuit(circuit.num_qubits, gates, fids, circuit.gates_per_layer)
-    return out, {"fidelity_before": before, "fidelity": history[-1], "sweeps": len(history),
-                 "history": history, "seconds": time.perf_counter() - t0}
+    return out, {"fidelity_before": before, "fidelity": math.exp(log_fid), "log_fidelity": log_fid,
+                 "sweeps": len(history), "history": history, "seconds": time.perf_counter() - t0}
