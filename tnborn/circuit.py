@@ -55,6 +55,10 @@ __all__ = [
     "compile_checkpoint",
     "optimize_circuit",
     "gate_environment",
+    "grow_circuit",
+    "truncation_fidelity",
+    "schmidt_bound",
+    "staircase_bond",
 ]
 
 Gate = tuple[tuple[int, int], np.ndarray]
@@ -1096,8 +1100,9 @@ def optimize_circuit(
     Returns
     -------
     CompiledCircuit
-        The optimised circuit (same layout; ``fidelities`` holds the final
-        fidelity as its last entry when layered).
+        The optimised circuit (same layout; when layered, ``fidelities[k-1]``
+        is the exact fidelity of its first ``k`` layers, see
+        :meth:`CompiledCircuit.with_layers`).
     dict
         ``fidelity_before``, ``fidelity`` (after, computed exactly from the
         circuit's MPS), ``log_fidelity`` (its natural log, finite where the
@@ -1118,9 +1123,267 @@ def optimize_circuit(
     before = math.exp(_circuit_log_fidelity(target, circuit.gates, cutoff_sim))
     gates, history = _optimize(target, circuit.gates, sweeps, tol, max_bond_sim, cutoff_sim, before)
     log_fid = _circuit_log_fidelity(target, gates, cutoff_sim)
-    fids = list(circuit.fidelities)
-    if circuit.num_layers and fids:
-        fids = fids[: circuit.num_layers - 1] + [math.exp(log_fid)]
-    out = CompiledCircuit(circuit.num_qubits, gates, fids, circuit.gates_per_layer)
+    out = CompiledCircuit(circuit.num_qubits, gates, [], circuit.gates_per_layer)
+    if out.num_layers and out.num_layers * out.gates_per_layer == len(gates):
+        out.fidelities = _tail_fidelities(target, out, cutoff_sim)
     return out, {"fidelity_before": before, "fidelity": math.exp(log_fid), "log_fidelity": log_fid,
                  "sweeps": len(history), "history": history, "seconds": time.perf_counter() - t0}
+
+
+def _tail_fidelities(target: list[np.ndarray], circuit: CompiledCircuit, cutoff: float) -> list[float]:
+    """Exact fidelity of the first ``k`` layers (the last ``k`` in application order), ``k = 1..K``."""
+    out = []
+    for k in range(1, circuit.num_layers + 1):
+        out.append(math.exp(_circuit_log_fidelity(target, circuit.with_layers(k).gates, cutoff)))
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# reference lines: what any state of bounded bond dimension can reach
+# --------------------------------------------------------------------------- #
+def staircase_bond(layers: int) -> int:
+    """Largest bond dimension of the state of ``layers`` staircase layers on ``|0...0>``.
+
+    Across the cut between qubits ``k`` and ``k + 1`` a staircase
+    ``(0,1), (1,2), ...`` factors as ``U_right G_(k,k+1) U_left``; ``U_left``
+    leaves the cut's Schmidt rank alone and ``G`` at most doubles the rank of
+    the cut ``k+1 | k+2`` that ``U_left`` did not change, so each layer at most
+    doubles the bond dimension: ``2^layers``.
+
+    Parameters
+    ----------
+    layers : int
+        Number of layers ``>= 1``.
+
+    Returns
+    -------
+    int
+        ``2 ** layers``.
+    """
+    if not (isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1):
+        raise ConfigError(f"layers must be an integer >= 1, got {layers!r}")
+    return 2 ** layers
+
+
+def _schmidt_spectra(target: list[np.ndarray]) -> list[np.ndarray]:
+    """Squared Schmidt values of every bond ``(k-1, k)``, ``k = 1..N-1``, of a left-canonical normalised MPS."""
+    out = list(target)
+    spectra: list[np.ndarray] = []
+    for k in range(len(out) - 1, 0, -1):
+        a = out[k]
+        dl, d, dr = a.shape
+        u, s, vh = np.linalg.svd(a.reshape(dl, d * dr), full_matrices=False)
+        spectra.append(s ** 2 / np.sum(s ** 2))
+        out[k] = vh.reshape(-1, d, dr)
+        out[k - 1] = np.tensordot(out[k - 1], u * s, axes=([2], [0]))
+    return spectra[::-1]
+
+
+def _check_bond(max_bond: Any) -> None:
+    if not (isinstance(max_bond, (int, np.integer)) and not isinstance(max_bond, bool) and max_bond >= 1):
+        raise ConfigError(f"max_bond must be an integer >= 1, got {max_bond!r}")
+
+
+def schmidt_bound(model: Any, max_bond: int) -> float:
+    """Upper bound on ``|<psi|phi>|^2`` over all normalised MPS ``phi`` of bond dimension ``<= max_bond``.
+
+    At every bond the overlap is at most the weight of the ``max_bond``
+    largest squared Schmidt values of ``psi`` (Eckart-Young); the bound is the
+    smallest of these over the bonds. A circuit of ``L`` staircase layers
+    cannot exceed ``schmidt_bound(model, staircase_bond(L))``.
+
+    Parameters
+    ----------
+    model : MPSBornMachine or list of numpy.ndarray
+        The state (site arrays ``(D_l, 2, D_r)`` accepted too).
+    max_bond : int
+        Bond dimension ``>= 1``.
+
+    Returns
+    -------
+    float
+        The bound in ``[0, 1]`` (1 when ``max_bond`` holds every bond).
+    """
+    _check_bond(max_bond)
+    return _bound_from_spectra(_schmidt_spectra(_target_arrays(model)), max_bond)
+
+
+def _bound_from_spectra(spectra: list[np.ndarray], max_bond: int) -> float:
+    return float(min([1.0] + [min(1.0, float(np.sum(np.sort(p)[::-1][:max_bond]))) for p in spectra]))
+
+
+def truncation_fidelity(model: Any, max_bond: int, log: bool = False) -> float:
+    """Fidelity of the canonical SVD truncation of a model's state to bond dimension ``max_bond``.
+
+    The state is compressed with quimb (:meth:`quimb.tensor.MatrixProductState.compress`,
+    left-canonical then a right-to-left truncating sweep with ``cutoff = 0``)
+    and ``|<psi|psi_chi>|^2 / (<psi|psi> <psi_chi|psi_chi>)`` is returned: what a
+    circuit whose state has that bond dimension can nearly reach (the best
+    state of that bond dimension lies between this and :func:`schmidt_bound`).
+
+    Parameters
+    ----------
+    model : MPSBornMachine or list of numpy.ndarray
+        The state.
+    max_bond : int
+        Bond dimension ``>= 1``.
+    log : bool
+        Return the natural log of the fidelity (finite for many qubits).
+
+    Returns
+    -------
+    float
+        The fidelity (or its log).
+    """
+    import quimb.tensor as qtn
+
+    _check_bond(max_bond)
+    target = _target_arrays(model)
+    n = len(target)
+    if n == 1:
+        return 0.0 if log else 1.0
+    arrays = [target[0][0]] + target[1:-1] + [target[-1][..., 0]]
+    psi = qtn.MatrixProductState(arrays, shape="lpr")
+    psi.compress(form="right", max_bond=int(max_bond), cutoff=0.0, cutoff_mode="rel", absorb="left")
+    approx = _quimb_mps_arrays(psi)
+    norm = _log_overlap(approx, approx) / 2  # target is normalised
+    value = 2.0 * (_log_overlap(target, approx) - norm)
+    return value if log else math.exp(value)
+
+
+# --------------------------------------------------------------------------- #
+# layer growth
+# --------------------------------------------------------------------------- #
+def _identity_layer(n: int) -> list[Gate]:
+    return [((k, k + 1), np.eye(4, dtype=np.complex128)) for k in range(n - 1)]
+
+
+def grow_circuit(
+    model: Any,
+    target_fidelity: float | None = None,
+    max_layers: int = 8,
+    sweeps: int = 20,
+    tol: float = 1e-6,
+    max_bond_sim: int | None = None,
+    cutoff_sim: float = 1e-14,
+    progress: Any = None,
+) -> tuple[CompiledCircuit, list[dict[str, Any]]]:
+    """Add optimised staircase layers until a target fidelity or a maximum depth.
+
+    Layer 1 is the analytical staircase (:func:`compile_mps`), optimised by
+    :func:`optimize_circuit`. To go from ``L`` to ``L + 1`` layers, a new
+    layer ``V`` preparing the best bond-2 approximation of the residual
+    ``C_L^dagger|psi>`` is put in front of the optimised ``C_L`` (``V`` runs
+    first), and all gates are optimised together. If that start is worse than
+    ``C_L`` itself, the new layer starts as the identity instead, so with
+    exact simulation the fidelity never decreases from one layer count to the
+    next; a result below the previous optimum (possible only with a truncated
+    simulation) is replaced by ``C_L`` with an identity layer.
+
+    Parameters
+    ----------
+    model : MPSBornMachine or list of numpy.ndarray
+        The target state, ``phys_dim = 2``.
+    target_fidelity : float, optional
+        Stop at the first layer count whose fidelity reaches this, in ``(0, 1]``
+        (``None``: always ``max_layers`` layers).
+    max_layers : int
+        Largest number of layers, ``>= 1``.
+    sweeps, tol, max_bond_sim, cutoff_sim
+        Passed to the optimisation of each layer count (see :func:`optimize_circuit`).
+    progress : callable, optional
+        Called with each row of the table as it is made.
+
+    Returns
+    -------
+    CompiledCircuit
+        The deepest circuit made (``fidelities[k-1]`` is the exact fidelity of
+        its first ``k`` layers, which differ from the ``k``-layer optimum).
+    list of dict
+        One row per layer count ``L``: ``layers``, ``gates``,
+        ``fidelity_analytical`` (Ran's ``L`` analytical layers),
+        ``fidelity_start`` (the warm start), ``start`` (``"analytical"`` or
+        ``"identity"`` for the new layer), ``fidelity`` (optimised, exact),
+        ``log_fidelity``, ``fidelity_per_qubit`` (``fidelity^(1/N)``),
+        ``truncation_fidelity`` and ``schmidt_bound`` at bond
+        ``staircase_bond(L)``, ``sweeps``, ``history``, ``seconds``.
+    """
+    import time
+
+    _check_sweep_options(sweeps, tol)
+    if not (isinstance(max_layers, int) and not isinstance(max_layers, bool) and max_layers >= 1):
+        raise ConfigError(f"max_layers must be an integer >= 1, got {max_layers!r}")
+    if target_fidelity is not None and not (
+        isinstance(target_fidelity, (int, float)) and not isinstance(target_fidelity, bool)
+        and 0.0 < target_fidelity <= 1.0
+    ):
+        raise ConfigError(f"target_fidelity must be a number in (0, 1], got {target_fidelity!r}")
+    if max_bond_sim is not None and not (isinstance(max_bond_sim, int) and max_bond_sim >= 2):
+        raise ConfigError(f"max_bond_sim must be an integer >= 2 or None, got {max_bond_sim!r}")
+    target = _target_arrays(model)
+    n = len(target)
+    if n < 2:
+        raise ConfigError("a circuit of two-qubit gates needs at least 2 qubits")
+    spectra = _schmidt_spectra(target)
+    residual = target  # Ran's analytical residual, for the reference column
+    gates: list[Gate] = []
+    log_prev = -math.inf
+    rows: list[dict[str, Any]] = []
+    for layers in range(1, max_layers + 1):
+        t0 = time.perf_counter()
+        ana_layer, _ = _analytical_layer(residual, cutoff_sim)
+        residual = _left_canonical(_apply_gates(residual, _dagger_layer(ana_layer), n - 1, max_bond_sim,
+                                                cutoff_sim)[0])
+        ana_gates = [g for g in _analytical_gates_so_far(rows, ana_layer)]
+        fid_ana = math.exp(_circuit_log_fidelity(target, ana_gates, cutoff_sim))
+        if gates:
+            res, _ = _apply_gates(target, _dagger_layer(gates), n - 1, max_bond_sim, cutoff_sim)
+            new_layer, _ = _analytical_layer(_left_canonical(res), cutoff_sim)
+        else:
+            new_layer = ana_layer
+        start = "analytical"
+        candidate = new_layer + gates
+        log_start = _circuit_log_fidelity(target, candidate, cutoff_sim)
+        if log_start < log_prev:
+            start, candidate, log_start = "identity", _identity_layer(n) + gates, log_prev
+        opt, history = _optimize(target, candidate, sweeps, tol, max_bond_sim, cutoff_sim, math.exp(log_start))
+        log_fid = _circuit_log_fidelity(target, opt, cutoff_sim)
+        if log_fid < log_prev:  # only with a truncated simulation
+            opt, log_fid = _identity_layer(n) + gates, _circuit_log_fidelity(target, _identity_layer(n) + gates,
+                                                                              cutoff_sim)
+        gates, log_prev = opt, log_fid
+        chi = staircase_bond(layers)
+        row = {
+            "layers": layers,
+            "gates": len(gates),
+            "fidelity_analytical": fid_ana,
+            "fidelity_start": math.exp(log_start),
+            "start": start,
+            "fidelity": math.exp(log_fid),
+            "log_fidelity": log_fid,
+            "fidelity_per_qubit": math.exp(log_fid / n),
+            "truncation_fidelity": truncation_fidelity(target, chi),
+            "schmidt_bound": _bound_from_spectra(spectra, chi),
+            "sweeps": len(history),
+            "history": history,
+            "seconds": time.perf_counter() - t0,
+            "_analytical_layer": ana_layer,
+        }
+        rows.append(row)
+        if progress is not None:
+            progress({k: v for k, v in row.items() if not k.startswith("_")})
+        if target_fidelity is not None and row["fidelity"] >= target_fidelity:
+            break
+    for row in rows:
+        del row["_analytical_layer"]
+    circuit = CompiledCircuit(n, gates, [], n - 1)
+    circuit.fidelities = _tail_fidelities(target, circuit, cutoff_sim)
+    return circuit, rows
+
+
+def _analytical_gates_so_far(rows: list[dict[str, Any]], layer: list[Gate]) -> list[Gate]:
+    """Gates of Ran's analytical circuit: the newest layer first, layer 1 last."""
+    out = list(layer)
+    for row in reversed(rows):
+        out += row["_analytical_layer"]
+    return out
