@@ -322,8 +322,9 @@ def compile_mps(
 
     Parameters
     ----------
-    model : MPSBornMachine
-        Real or complex, any bond dimension, ``phys_dim = 2``.
+    model : MPSBornMachine or list of numpy.ndarray
+        Real or complex, any bond dimension, ``phys_dim = 2`` (site arrays
+        ``(D_l, 2, D_r)`` accepted too).
     layers : int
         Number of layers ``K >= 1``.
     max_bond_sim : int, optional
@@ -353,7 +354,7 @@ def compile_mps(
         raise ConfigError(f"max_bond_sim must be an integer >= 2 or None, got {max_bond_sim!r}")
     if not (isinstance(cutoff_sim, (int, float)) and 0.0 <= cutoff_sim < 1.0):
         raise ConfigError(f"cutoff_sim must be in [0, 1), got {cutoff_sim!r}")
-    target = _left_canonical(_model_arrays(model))
+    target = _target_arrays(model)
     n = len(target)
     compiled: list[list[Gate]] = []
     fidelities: list[float] = []
@@ -827,11 +828,18 @@ def circuit_nll(circuit: CompiledCircuit, data: Any, method: str = "auto") -> fl
 
 def compile_checkpoint(
     checkpoint: Any,
-    layers: int = 1,
+    layers: int | str = 1,
     out: Any = None,
     version: int = 2,
     max_bond_sim: int | None = None,
     measure: bool = True,
+    optimize: bool = False,
+    sweeps: int = 20,
+    tol: float = 1e-6,
+    target_fidelity: float | None = None,
+    max_layers: int = 8,
+    data: Any = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Compile a saved MPS Born machine and write the circuit as OpenQASM (the CLI's ``circuit``).
 
@@ -839,45 +847,144 @@ def compile_checkpoint(
     ----------
     checkpoint : str or Path
         A checkpoint of an MPS model (:func:`tnborn.save`).
-    layers : int
-        Number of staircase layers.
+    layers : int or "auto"
+        Number of staircase layers, or ``"auto"``: grow optimised layers
+        (:func:`grow_circuit`) until ``target_fidelity`` or ``max_layers``.
     out : str or Path, optional
         Where to write the program (nothing written if None).
     version : int
         OpenQASM version, 2 or 3.
     max_bond_sim : int, optional
-        Bond limit of the residual simulation (see :func:`compile_mps`).
+        Bond limit of the simulations (see :func:`compile_mps` and :func:`optimize_circuit`).
     measure : bool
         End the program with a measurement of every qubit.
+    optimize : bool
+        Optimise all gates of the ``layers``-layer analytical circuit
+        (:func:`optimize_circuit`); implied by ``layers="auto"``.
+    sweeps, tol : int, float
+        Limits of the optimisation.
+    target_fidelity : float, optional
+        Required with ``layers="auto"``, in ``(0, 1]``.
+    max_layers : int
+        Largest number of layers with ``layers="auto"``.
+    data : array_like, optional
+        ``(samples, N)`` binary data: their NLL under each circuit's
+        measurement distribution is reported.
+    progress : callable, optional
+        Called with each row of the table as it is made.
 
     Returns
     -------
     dict
-        ``num_qubits``, ``layers``, ``two_qubit_gates``, ``cx_gates``,
-        ``fidelities`` (per number of layers) and ``qasm`` (the path or None).
+        ``num_qubits``, ``mode`` (``"analytical"``, ``"optimized"`` or
+        ``"auto"``), ``layers``, ``two_qubit_gates``, ``cx_gates``,
+        ``fidelity``, ``log_fidelity`` and ``fidelity_per_qubit`` of the
+        written circuit, ``fidelities`` (the ``fidelity`` column), ``table``
+        (one row per layer count: ``layers``, ``gates``,
+        ``fidelity_analytical``, ``truncation_fidelity`` and ``schmidt_bound``
+        at bond ``2^layers``, ``fidelity`` of the circuit of that many layers,
+        and for optimised rows ``fidelity_before``, ``log_fidelity``,
+        ``fidelity_per_qubit``, ``sweeps``, ``seconds``; ``nll`` with data),
+        ``target_fidelity``, ``reached``, ``nll`` and ``model_nll`` (None
+        without data), ``seconds`` and ``qasm`` (the path or None).
     """
+    import time
     from pathlib import Path
 
     from .checkpoint import load
-
     from .io import atomic_write_text, check_not_input, check_output_path
 
+    auto = isinstance(layers, str)
+    if auto and layers != "auto":
+        raise ConfigError(f"layers must be an integer >= 1 or 'auto', got {layers!r}")
+    if not auto and not (isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1):
+        raise ConfigError(f"layers must be an integer >= 1 or 'auto', got {layers!r}")
+    if auto and target_fidelity is None:
+        raise ConfigError("layers='auto' needs a target fidelity in (0, 1]")
+    if not auto and target_fidelity is not None:
+        raise ConfigError("a target fidelity applies to layers='auto' only")
+    if target_fidelity is not None and not (
+        isinstance(target_fidelity, (int, float)) and not isinstance(target_fidelity, bool)
+        and 0.0 < target_fidelity <= 1.0
+    ):
+        raise ConfigError(f"target_fidelity must be a number in (0, 1], got {target_fidelity!r}")
+    _check_sweep_options(sweeps, tol)
+    if not (isinstance(max_layers, int) and not isinstance(max_layers, bool) and max_layers >= 1):
+        raise ConfigError(f"max_layers must be an integer >= 1, got {max_layers!r}")
     if out is not None:  # before any work: never write onto the input or a device
         check_not_input(out, [checkpoint], what=f"the output {os.fspath(out)!r}")
         check_output_path(out)
+    t0 = time.perf_counter()
     model = load(checkpoint)
-    circuit = compile_mps(model, layers=layers, max_bond_sim=max_bond_sim)
+    target = _target_arrays(model)
+    n = len(target)
+    if data is not None:
+        from .data import validate_binary
+
+        data = validate_binary(data, n_vars=n, phys_dim=2, name="data")
+
+    def score(row: dict[str, Any], circuit: CompiledCircuit | None) -> dict[str, Any]:
+        if data is not None and circuit is not None:
+            row["nll"] = circuit_nll(circuit, data)
+        return row
+
+    def report(row: dict[str, Any]) -> None:
+        if progress is not None:
+            progress(row)
+
+    table: list[dict[str, Any]] = []
+    if auto:
+        def on_layer(row: dict[str, Any], sub: CompiledCircuit) -> None:
+            row = dict(row)
+            row["fidelity_before"] = row.pop("fidelity_start")
+            table.append(score(row, sub))
+            report(row)
+
+        circuit, _ = grow_circuit(target, target_fidelity=target_fidelity, max_layers=max_layers,
+                                  sweeps=sweeps, tol=tol, max_bond_sim=max_bond_sim, progress=on_layer)
+    else:
+        circuit = compile_mps(target, layers=layers, max_bond_sim=max_bond_sim)
+        spectra = _schmidt_spectra(target)
+        for k in range(1, layers + 1):
+            chi = staircase_bond(k)
+            sub = circuit.with_layers(k)
+            log_f = _circuit_log_fidelity(target, sub.gates, 1e-14)
+            row = {"layers": k, "gates": len(sub.gates), "fidelity_analytical": circuit.fidelities[k - 1],
+                   "truncation_fidelity": truncation_fidelity(target, chi),
+                   "schmidt_bound": _bound_from_spectra(spectra, chi), "fidelity": math.exp(log_f),
+                   "log_fidelity": log_f, "fidelity_per_qubit": math.exp(log_f / n)}
+            if k < layers or not optimize:
+                table.append(score(row, sub))
+                report(row)
+        if optimize:
+            circuit, info = optimize_circuit(target, circuit, sweeps=sweeps, tol=tol, max_bond_sim=max_bond_sim)
+            row.update(fidelity_before=info["fidelity_before"], fidelity=info["fidelity"],
+                       log_fidelity=info["log_fidelity"], fidelity_per_qubit=math.exp(info["log_fidelity"] / n),
+                       sweeps=info["sweeps"], history=info["history"], seconds=info["seconds"])
+            table.append(score(row, circuit))
+            report(row)
     text = to_qasm(circuit, version=version, measure=measure)
     path = None
     if out is not None:
         path = Path(out)
         atomic_write_text(path, text)
+    last = table[-1]
     return {
-        "num_qubits": circuit.num_qubits,
+        "num_qubits": n,
+        "mode": "auto" if auto else ("optimized" if optimize else "analytical"),
         "layers": circuit.num_layers,
         "two_qubit_gates": len(circuit.gates),
         "cx_gates": sum(1 for line in text.splitlines() if line.startswith("cx ")),
-        "fidelities": list(circuit.fidelities),
+        "fidelity": last["fidelity"],
+        "log_fidelity": last["log_fidelity"],
+        "fidelity_per_qubit": last["fidelity_per_qubit"],
+        "fidelities": [row["fidelity"] for row in table],
+        "table": table,
+        "target_fidelity": target_fidelity,
+        "reached": None if target_fidelity is None else bool(last["fidelity"] >= target_fidelity),
+        "nll": last.get("nll"),
+        "model_nll": None if data is None else float(model.nll(data)),
+        "seconds": time.perf_counter() - t0,
         "qasm": None if path is None else str(path),
     }
 
@@ -1037,7 +1144,13 @@ def _check_sweep_options(sweeps: Any, tol: Any) -> None:
 
 def _target_arrays(model: Any) -> list[np.ndarray]:
     if isinstance(model, list):
-        return _left_canonical([np.asarray(a, dtype=np.complex128) for a in model])
+        arrays = [np.asarray(a, dtype=np.complex128) for a in model]
+        if not arrays or any(a.ndim != 3 or a.shape[1] != 2 for a in arrays) or any(
+                a.shape[2] != b.shape[0] for a, b in zip(arrays, arrays[1:])) or arrays[0].shape[0] != 1 \
+                or arrays[-1].shape[2] != 1:
+            raise ConfigError("site arrays must be a chain of (D_left, 2, D_right) arrays with end bonds 1, "
+                              f"got shapes {[a.shape for a in arrays]}")
+        return _left_canonical(arrays)
     return _left_canonical(_model_arrays(model))
 
 
@@ -1292,7 +1405,8 @@ def grow_circuit(
     sweeps, tol, max_bond_sim, cutoff_sim
         Passed to the optimisation of each layer count (see :func:`optimize_circuit`).
     progress : callable, optional
-        Called with each row of the table as it is made.
+        Called as ``progress(row, circuit)`` with each row of the table and
+        the optimised circuit of that many layers, as they are made.
 
     Returns
     -------
@@ -1371,7 +1485,8 @@ def grow_circuit(
         }
         rows.append(row)
         if progress is not None:
-            progress({k: v for k, v in row.items() if not k.startswith("_")})
+            progress({k: v for k, v in row.items() if not k.startswith("_")},
+                     CompiledCircuit(n, list(gates), [], n - 1))
         if target_fidelity is not None and row["fidelity"] >= target_fidelity:
             break
     for row in rows:
