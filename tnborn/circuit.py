@@ -1077,12 +1077,14 @@ class _Environments:
         self.max_bond, self.cutoff = max_bond, cutoff
         n = len(top)
         ones = np.ones((1, 1), dtype=np.complex128)
-        self.left = [ones]  # left[j] valid for j < len(self.left)
-        self.right = [ones] * (n + 1)
-        self.rlow = n  # right[j] valid for j >= rlow
+        # left[j] valid for j < len(self.left), right[j] for j >= rlow; each rescaled to
+        # max |entry| = 1 with the log of the scale kept beside it (no underflow at large N)
+        self.left, self.left_log = [ones], [0.0]
+        self.right, self.right_log = [ones] * (n + 1), [0.0] * (n + 1)
+        self.rlow = n
 
     def _touched(self, lo: int, hi: int) -> None:
-        del self.left[lo + 1:]
+        del self.left[lo + 1:], self.left_log[lo + 1:]
         self.rlow = max(self.rlow, hi + 1)
 
     def apply(self, which: str, gate: Gate, max_bond: int | None) -> None:
@@ -1097,21 +1099,32 @@ class _Environments:
             self.bottom, self.cbot = state, centre
         self._touched(lo, hi)
 
-    def environment(self, k: int) -> np.ndarray:
-        """The 4x4 environment of a gate on ``(k, k+1)`` (see :func:`gate_environment`)."""
+    def environment(self, k: int) -> tuple[np.ndarray, float]:
+        """The 4x4 environment of a gate on ``(k, k+1)`` divided by ``exp(log_scale)``, and ``log_scale``."""
         while len(self.left) <= k:
             j = len(self.left) - 1
-            self.left.append(_transfer_left(self.left[j], self.top[j], self.bottom[j]))
+            env, log = _rescaled(_transfer_left(self.left[j], self.top[j], self.bottom[j]))
+            self.left.append(env)
+            self.left_log.append(self.left_log[j] + log)
         while self.rlow > k + 2:
             j = self.rlow - 1
-            self.right[j] = _transfer_right(self.right[j + 1], self.top[j], self.bottom[j])
+            env, log = _rescaled(_transfer_right(self.right[j + 1], self.top[j], self.bottom[j]))
+            self.right[j], self.right_log[j] = env, self.right_log[j + 1] + log
             self.rlow = j
-        return _two_site_environment(self.left[k], self.top[k], self.top[k + 1], self.bottom[k],
-                                     self.bottom[k + 1], self.right[k + 2])
+        env = _two_site_environment(self.left[k], self.top[k], self.top[k + 1], self.bottom[k],
+                                    self.bottom[k + 1], self.right[k + 2])
+        return env, self.left_log[k] + self.right_log[k + 2]
+
+
+def _rescaled(env: np.ndarray) -> tuple[np.ndarray, float]:
+    scale = float(np.max(np.abs(env)))
+    if scale == 0.0 or not math.isfinite(scale):
+        return env, 0.0
+    return env / scale, math.log(scale)
 
 
 def _sweep(target: list[np.ndarray], gates: list[Gate], max_bond: int | None, cutoff: float) -> tuple[list[Gate], float]:
-    """One sweep of polar updates of every gate, in application order; returns the new gates and fidelity.
+    """One sweep of polar updates of every gate, in application order; returns the new gates and log-fidelity.
 
     ``max_bond`` limits the bond dimension of ``C_after^dagger|psi>`` only;
     ``C_before|0>`` is simulated exactly (its bond dimension is at most
@@ -1121,18 +1134,20 @@ def _sweep(target: list[np.ndarray], gates: list[Gate], max_bond: int | None, cu
     gates = list(gates)
     top, ctop = _apply_gates(target, _dagger_layer(gates[1:]), n - 1, max_bond, cutoff)
     envs = _Environments(top, ctop, _zero_state(n), 0, max_bond, cutoff)
-    overlap = 0.0
+    log_overlap = -math.inf
     for m in range(len(gates)):
         where, u = gates[m]
         k, _ = _orient(where, u)
-        w, overlap = _polar(envs.environment(k).conj())  # sum G*E = Tr(M^dagger G) with M = conj(E)
+        env, log_scale = envs.environment(k)
+        w, overlap = _polar(env.conj())  # sum G*E = Tr(M^dagger G) with M = conj(E)
+        log_overlap = math.log(overlap) + log_scale if overlap > 0 else -math.inf
         if where[0] > where[1]:
             w = _SWAP @ w @ _SWAP
         gates[m] = (where, w)
         envs.apply("bottom", gates[m], None)
         if m + 1 < len(gates):
             envs.apply("top", gates[m + 1], max_bond)
-    return gates, float(overlap ** 2)
+    return gates, 2.0 * log_overlap
 
 
 def _check_sweep_options(sweeps: Any, tol: Any) -> None:
@@ -1161,16 +1176,17 @@ def _circuit_log_fidelity(target: list[np.ndarray], gates: list[Gate], cutoff: f
 
 
 def _optimize(target: list[np.ndarray], gates: list[Gate], sweeps: int, tol: float,
-              max_bond_sim: int | None, cutoff_sim: float, before: float) -> tuple[list[Gate], list[float]]:
+              max_bond_sim: int | None, cutoff_sim: float, log_before: float) -> tuple[list[Gate], list[float]]:
+    """Sweeps until the log-fidelity gains less than ``tol``; returns the gates and the log-fidelity history."""
     gates = [(w, np.asarray(u, dtype=np.complex128)) for w, u in gates]
     history: list[float] = []
-    prev = before
+    prev = log_before
     for _ in range(sweeps):
-        gates, fid = _sweep(target, gates, max_bond_sim, cutoff_sim)
-        history.append(fid)
-        if fid - prev < tol:
+        gates, log_fid = _sweep(target, gates, max_bond_sim, cutoff_sim)
+        history.append(log_fid)
+        if not log_fid - prev >= tol:  # also stops on NaN
             break
-        prev = fid
+        prev = log_fid
     return gates, history
 
 
@@ -1187,8 +1203,10 @@ def optimize_circuit(
     Each gate in turn is replaced by the polar factor of its environment
     (Evenbly and Vidal, PRB 79, 144108): with the rest of the circuit fixed,
     that unitary maximises ``|<psi|C|0>|``, so with exact simulation the
-    fidelity never decreases from one update to the next. Sweeps stop when the
-    fidelity gain of a sweep falls below ``tol`` or after ``sweeps`` sweeps.
+    fidelity never decreases from one update to the next. Sweeps stop when a
+    sweep raises the log-fidelity by less than ``tol`` (the fidelity by a
+    factor below ``1 + tol``, about ``tol`` in absolute terms near fidelity 1),
+    or after ``sweeps`` sweeps.
     The environments come from two MPS, ``C_{before}|0>`` and
     ``C_{after}^dagger|psi>``, updated one gate at a time, with their partial
     contractions cached, so a sweep costs ``O(N)`` MPS steps per layer and no
@@ -1203,7 +1221,7 @@ def optimize_circuit(
     sweeps : int
         Maximum number of sweeps, ``>= 1``.
     tol : float
-        Stop when a sweep gains less fidelity than this (``>= 0``).
+        Stop when a sweep gains less log-fidelity than this (``>= 0``).
     max_bond_sim : int, optional
         Bond limit of the simulated ``C_{after}^dagger|psi>`` (``None``:
         exact, monotone sweeps); ``C_{before}|0>`` is always exact.
@@ -1233,8 +1251,10 @@ def optimize_circuit(
     if not circuit.gates:
         raise ConfigError("the circuit has no gates to optimise")
     t0 = time.perf_counter()
-    before = math.exp(_circuit_log_fidelity(target, circuit.gates, cutoff_sim))
-    gates, history = _optimize(target, circuit.gates, sweeps, tol, max_bond_sim, cutoff_sim, before)
+    log_before = _circuit_log_fidelity(target, circuit.gates, cutoff_sim)
+    gates, log_history = _optimize(target, circuit.gates, sweeps, tol, max_bond_sim, cutoff_sim, log_before)
+    history = [math.exp(v) for v in log_history]
+    before = math.exp(log_before)
     log_fid = _circuit_log_fidelity(target, gates, cutoff_sim)
     out = CompiledCircuit(circuit.num_qubits, gates, [], circuit.gates_per_layer)
     if out.num_layers and out.num_layers * out.gates_per_layer == len(gates):
@@ -1460,7 +1480,8 @@ def grow_circuit(
         log_start = _circuit_log_fidelity(target, candidate, cutoff_sim)
         if log_start < log_prev:
             start, candidate, log_start = "identity", _identity_layer(n) + gates, log_prev
-        opt, history = _optimize(target, candidate, sweeps, tol, max_bond_sim, cutoff_sim, math.exp(log_start))
+        opt, log_history = _optimize(target, candidate, sweeps, tol, max_bond_sim, cutoff_sim, log_start)
+        history = [math.exp(v) for v in log_history]
         log_fid = _circuit_log_fidelity(target, opt, cutoff_sim)
         if log_fid < log_prev:  # only with a truncated simulation
             opt, log_fid = _identity_layer(n) + gates, _circuit_log_fidelity(target, _identity_layer(n) + gates,

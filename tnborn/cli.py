@@ -483,7 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     circuit.add_argument("--sweeps", type=_argparse_type(_integer(1), "--sweeps"), default=None, metavar="S",
                          help="most optimisation sweeps per layer count (default 20)")
     circuit.add_argument("--tol", type=_argparse_type(_number(0.0), "--tol"), default=None, metavar="T",
-                         help="stop sweeping when a sweep gains less fidelity than T (default 1e-6)")
+                         help="stop sweeping when a sweep raises the log-fidelity by less than T (default 1e-6)")
     circuit.add_argument("--target-fidelity", type=_argparse_type(_fidelity, "--target-fidelity"), default=None,
                          metavar="F", help="with --layers auto: stop at the first layer count reaching F, "
                          "in (0, 1]")
