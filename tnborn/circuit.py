@@ -1342,7 +1342,8 @@ def schmidt_bound(model: Any, max_bond: int) -> float:
 
 
 def _bound_from_spectra(spectra: list[np.ndarray], max_bond: int) -> float:
-    return float(min([1.0] + [min(1.0, float(np.sum(np.sort(p)[::-1][:max_bond]))) for p in spectra]))
+    return float(min([1.0] + [min(1.0, float(np.sum(np.sort(p)[::-1][:max_bond])))
+                              for p in spectra if len(p) > max_bond]))
 
 
 def truncation_fidelity(model: Any, max_bond: int, log: bool = False) -> float:
