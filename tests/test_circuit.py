@@ -632,3 +632,30 @@ def test_many_qubits_run_on_mps_and_report_log_fidelity():
     ov = complex(bra.H @ ket)
     ref = math.log(abs(ov) ** 2 / (complex(bra.H @ bra).real * complex(ket.H @ ket).real))
     assert abs(info["log_fidelity"] - ref) <= rounding_bound(torch.float64, 2 * 16 * n) / info["fidelity"]
+
+
+def test_circuit_layers_example_smoke(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "circuit_layers.py"
+    spec = importlib.util.spec_from_file_location("circuit_layers", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--model", "bas", "--smoke", "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]) == 0
+    result = json.loads((tmp_path / "o" / "bas_smoke.json").read_text())
+    rows = result["table"]
+    assert [r["layers"] for r in rows] == [1, 2] and result["num_qubits"] == 9
+    model = tnborn.load(tmp_path / "w" / "bas" / "model.tnb")
+    analytical = compile_mps(model, layers=2).fidelities
+    for r, ana in zip(rows, analytical):
+        assert abs(r["fidelity_analytical"] - ana) < 1e-10
+        assert ana - 1e-10 <= r["fidelity"] <= r["schmidt_bound"] + 1e-10
+    assert rows[1]["fidelity"] >= rows[0]["fidelity"] - 1e-10
+    assert (tmp_path / "o" / "bas_smoke.png").stat().st_size > 0
+    assert "| 2 | 48 |" in (tmp_path / "o" / "bas_smoke.md").read_text()
+    # max-pooling: a block is ink when any of its pixels is
+    img = np.zeros((1, 784), dtype=np.uint8)
+    img[0, 28 * 3 + 5] = 1  # row 3, column 5 -> block (1, 2)
+    assert np.flatnonzero(mod.downsample(img)[0]).tolist() == [14 * 1 + 2]
