@@ -192,7 +192,7 @@ def run(model_name: str, layers: int, sweeps: int, tol: float, max_bond_sim: int
     model = tnborn.load(checkpoint)
     n = model.num_variables
     t0 = time.perf_counter()
-    analytical = compile_mps(model, layers=layers, max_bond_sim=max_bond_sim)
+    analytical = compile_mps(model, layers=layers, max_bond_sim=max_bond_sim, cutoff_sim=1e-14)  # as grow_circuit
     analytical_seconds = time.perf_counter() - t0
     table: list[dict[str, Any]] = []
 

@@ -648,9 +648,12 @@ def test_circuit_layers_example_smoke(tmp_path):
     rows = result["table"]
     assert [r["layers"] for r in rows] == [1, 2] and result["num_qubits"] == 9
     model = tnborn.load(tmp_path / "w" / "bas" / "model.tnb")
-    analytical = compile_mps(model, layers=2).fidelities
+    # the same residual simulation as grow_circuit (cutoff 1e-14): the spectra of bars and stripes
+    # are degenerate, so another cutoff (compile_mps's default 1e-12) can pick another, equally
+    # good bond-2 subspace and a fidelity that differs in the 9th digit
+    analytical = compile_mps(model, layers=2, cutoff_sim=1e-14).fidelities
     for r, ana in zip(rows, analytical):
-        assert abs(r["fidelity_analytical"] - ana) < 1e-10
+        assert abs(r["fidelity_analytical"] - ana) <= rounding_bound(torch.float64, 2 * 16 * 9)
         assert ana - 1e-10 <= r["fidelity"] <= r["schmidt_bound"] + 1e-10
     assert rows[1]["fidelity"] >= rows[0]["fidelity"] - 1e-10
     assert (tmp_path / "o" / "bas_smoke.png").stat().st_size > 0
@@ -659,3 +662,31 @@ def test_circuit_layers_example_smoke(tmp_path):
     img = np.zeros((1, 784), dtype=np.uint8)
     img[0, 28 * 3 + 5] = 1  # row 3, column 5 -> block (1, 2)
     assert np.flatnonzero(mod.downsample(img)[0]).tolist() == [14 * 1 + 2]
+
+
+def test_svd_falls_back_to_gesvd(monkeypatch):
+    # numpy's gesdd can fail to converge on ill-conditioned matrices (it did at 8 layers of
+    # the bars-and-stripes growth): make it always fail and get the same circuits from gesvd
+    # (the optimised gates themselves are not compared: the polar factor of a rank-deficient
+    # environment is not unique, and which one an SVD returns is a matter of rounding)
+    model = MPSBornMachine.random(7, bond_dim=4, seed=2)
+    ref = compile_mps(model, layers=2).fidelities
+
+    def fail(*args, **kwargs):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(np.linalg, "svd", fail)
+    c = compile_mps(model, layers=2)
+    assert np.allclose(c.fidelities, ref, rtol=0, atol=rounding_bound(torch.float64, 7 * 64))
+    opt, info = optimize_circuit(model, c, sweeps=2, tol=0.0)
+    assert info["fidelity"] >= ref[-1] - 1e-10
+    _unitarity_ok(opt)
+    from tnborn.circuit import _svd
+
+    with pytest.raises(tnborn.NumericalError, match="non-finite"):
+        _svd(np.full((3, 2), np.nan))
+    import scipy.linalg
+
+    monkeypatch.setattr(scipy.linalg, "svd", fail)
+    with pytest.raises(tnborn.NumericalError, match="gesdd or gesvd"):
+        _svd(np.eye(3))

@@ -178,7 +178,7 @@ def _right_truncate(arrays: list[np.ndarray], max_bond: int | None, cutoff: floa
     for k in range(len(out) - 1, 0, -1):
         a = out[k]
         dl, d, dr = a.shape
-        u, s, vh = np.linalg.svd(a.reshape(dl, d * dr), full_matrices=False)
+        u, s, vh = _svd(a.reshape(dl, d * dr))
         keep = int(np.count_nonzero(s > cutoff * s[0])) if s[0] > 0 else 1
         if max_bond is not None:
             keep = min(keep, int(max_bond))
@@ -187,6 +187,22 @@ def _right_truncate(arrays: list[np.ndarray], max_bond: int | None, cutoff: floa
         out[k - 1] = np.tensordot(out[k - 1], u[:, :keep] * s[:keep], axes=([2], [0]))
     out[0] = out[0] / np.linalg.norm(out[0])
     return out
+
+
+def _svd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD; LAPACK's gesdd, and gesvd where gesdd does not converge (it can on
+    ill-conditioned matrices that gesvd handles)."""
+    try:
+        return np.linalg.svd(m, full_matrices=False)
+    except np.linalg.LinAlgError:
+        import scipy.linalg
+
+        if not np.all(np.isfinite(m)):
+            raise NumericalError("SVD of a matrix with non-finite entries") from None
+        try:
+            return scipy.linalg.svd(m, full_matrices=False, lapack_driver="gesvd")
+        except np.linalg.LinAlgError as exc:
+            raise NumericalError(f"SVD did not converge with gesdd or gesvd ({m.shape[0]}x{m.shape[1]})") from exc
 
 
 def _orient(where: tuple[int, int], u: np.ndarray) -> tuple[int, np.ndarray]:
@@ -231,7 +247,7 @@ def _apply_gates(
         dl, dr = a.shape[0], b.shape[2]
         block = np.einsum("lsm,mtr->lstr", a, b)
         block = np.einsum("abst,lstr->labr", u.reshape(2, 2, 2, 2), block)
-        uu, s, vh = np.linalg.svd(block.reshape(dl * 2, 2 * dr), full_matrices=False)
+        uu, s, vh = _svd(block.reshape(dl * 2, 2 * dr))
         keep = int(np.count_nonzero(s > cutoff * s[0])) if s[0] > 0 else 1
         if max_bond is not None:
             keep = min(keep, int(max_bond))
@@ -259,7 +275,7 @@ def _overlap(bra: list[np.ndarray], ket: list[np.ndarray]) -> complex:
 
 def _complete(cols: np.ndarray, positions: list[int], dim: int) -> np.ndarray:
     """A ``dim x dim`` unitary whose columns at ``positions`` are ``cols`` (orthonormalised)."""
-    u, _, vh = np.linalg.svd(cols, full_matrices=False)
+    u, _, vh = _svd(cols)
     cols = u @ vh  # nearest isometry: exact columns up to rounding for a canonical MPS
     q, _ = np.linalg.qr(cols, mode="complete")
     out = np.zeros((dim, dim), dtype=np.complex128)
@@ -415,7 +431,7 @@ def _u3_angles(v: np.ndarray) -> tuple[float, float, float]:
 def _local_factors(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``a, b`` with ``k = kron(a, b)`` for a 4x4 product unitary (rank-1 SVD)."""
     r = k.reshape(2, 2, 2, 2).transpose(0, 2, 1, 3).reshape(4, 4)
-    u, s, vh = np.linalg.svd(r)
+    u, s, vh = _svd(r)
     if s[1] > 1e-6 * s[0]:
         raise NumericalError(f"local part of a KAK decomposition is not a product (s1/s0 = {s[1] / s[0]:.2g})")
     a = math.sqrt(s[0]) * u[:, 0].reshape(2, 2)
@@ -1036,7 +1052,7 @@ def _two_site_environment(left: np.ndarray, t0: np.ndarray, t1: np.ndarray, b0: 
 
 def _polar(m: np.ndarray) -> tuple[np.ndarray, float]:
     """Unitary ``W`` maximising ``|Tr(M^dagger W)|`` (polar factor) and that maximum."""
-    u, s, vh = np.linalg.svd(m)
+    u, s, vh = _svd(m)
     return u @ vh, float(np.sum(s))
 
 
@@ -1305,7 +1321,7 @@ def _schmidt_spectra(target: list[np.ndarray]) -> list[np.ndarray]:
     for k in range(len(out) - 1, 0, -1):
         a = out[k]
         dl, d, dr = a.shape
-        u, s, vh = np.linalg.svd(a.reshape(dl, d * dr), full_matrices=False)
+        u, s, vh = _svd(a.reshape(dl, d * dr))
         spectra.append(s ** 2 / np.sum(s ** 2))
         out[k] = vh.reshape(-1, d, dr)
         out[k - 1] = np.tensordot(out[k - 1], u * s, axes=([2], [0]))
