@@ -135,3 +135,58 @@ def test_bad_options_exit_2_before_any_work(checkpoint, capsys, tmp_path, args, 
 
     assert re.search(message, err), err
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- #
+# acceptance: the default bars-and-stripes model of `tnborn train`
+# --------------------------------------------------------------------------- #
+@pytest.fixture(scope="module")
+def default_bas(tmp_path_factory):
+    """``tnborn train`` with no model options: 4x4 bars and stripes, 4 loops, seed 0."""
+    folder = tmp_path_factory.mktemp("bas_default")
+    assert main(["train", "--out", str(folder / "run"), "--quiet", "--threads", "1"]) == 0
+    path = folder / "run" / "model.tnb"
+    model = tnborn.load(path)
+    assert abs(model.nll(tnborn.bars_and_stripes(4)) - math.log(30)) < 1e-3
+    return model, path, folder
+
+
+def _qasm_fidelity(model, qasm_path) -> float:
+    """``|<psi|C|0>|^2`` from the written program, by the independent u3/cx interpreter of
+    tests/test_circuit.py (a dense state vector, nothing of tnborn.circuit)."""
+    from test_circuit import _run_qasm
+
+    return float(abs(np.vdot(_state(model), _run_qasm(qasm_path.read_text()))) ** 2)
+
+
+def _compile_default(default_bas, capsys, *args):
+    model, path, folder = default_bas
+    out = folder / ("c_" + "_".join(str(a) for a in args) + ".qasm")
+    code, text, err = _run(capsys, "circuit", path, *args, "--out", out, "--json")
+    assert code == 0, err
+    summary = json.loads(text)
+    fid = _qasm_fidelity(model, out)
+    # 16 qubits, gates of 3 cx and 8 u3 each: the reported fidelity is that of the program
+    assert abs(fid - summary["fidelity"]) <= rounding_bound(torch.float64, 16 * 11 * summary["two_qubit_gates"])
+    return summary, fid
+
+
+def test_default_bas_four_optimised_layers(default_bas, capsys):
+    summary, fid = _compile_default(default_bas, capsys, "--layers", "4", "--optimize", "--sweeps", "3")
+    assert summary["layers"] == 4 and summary["table"][-1]["fidelity_before"] < fid
+    assert fid >= 0.65
+
+
+@pytest.mark.slow
+def test_default_bas_eight_optimised_layers_and_growth(default_bas, capsys):
+    summary, fid = _compile_default(default_bas, capsys, "--layers", "8", "--optimize", "--sweeps", "30",
+                                    "--tol", "1e-6")
+    assert summary["layers"] == 8 and fid >= 0.95
+    # layer growth to 0.95: never decreasing, every row above Ran's analytical layers
+    summary, fid = _compile_default(default_bas, capsys, "--layers", "auto", "--target-fidelity", "0.95",
+                                    "--sweeps", "30", "--tol", "1e-6")
+    rows = summary["table"]
+    fids = [r["fidelity"] for r in rows]
+    assert all(b >= a - 1e-12 for a, b in zip(fids, fids[1:])), fids
+    assert all(r["fidelity"] >= r["fidelity_analytical"] - 1e-12 for r in rows)
+    assert summary["reached"] and fid >= 0.95 and len(rows) <= 8
