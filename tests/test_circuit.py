@@ -455,3 +455,238 @@ def test_bas_eight_optimised_layers_from_qasm(trained_bas):
     model, _ = trained_bas
     opt, _ = optimize_circuit(model, compile_mps(model, layers=8), sweeps=30, tol=1e-6)
     assert _fid(_model_state(model), _run_qasm(to_qasm(opt))) >= 0.95
+
+
+# --------------------------------------------------------------------------- #
+# cached environments, reference lines, layer growth
+# --------------------------------------------------------------------------- #
+from tnborn.circuit import (  # noqa: E402
+    _Environments,
+    _dagger_layer,
+    _orient,
+    grow_circuit,
+    schmidt_bound,
+    staircase_bond,
+    truncation_fidelity,
+)
+
+
+def _dense_schmidt_bound(psi: np.ndarray, n: int, chi: int) -> float:
+    """min over cuts of the weight of the chi largest squared Schmidt values (dense SVD)."""
+    out = 1.0
+    for k in range(1, n):
+        s = np.linalg.svd(psi.reshape(2**k, 2 ** (n - k)), compute_uv=False)
+        out = min(out, float(np.sum(s[:chi] ** 2) / np.sum(s**2)))
+    return out
+
+
+def test_cached_environments_match_direct_contraction():
+    # every environment of a sweep over 3 layers (the cache is invalidated at each layer's
+    # wrap-around and by the centre moves) equals the contraction from scratch
+    model = MPSBornMachine.random(7, bond_dim=4, seed=8, dtype="complex128")
+    target = _left_canonical(_model_arrays(model))
+    gates = compile_mps(model, layers=3).gates
+    rng = np.random.default_rng(0)
+    top, ctop = _apply_gates(target, _dagger_layer(gates[1:]), 6, None, 0.0)
+    envs = _Environments(top, ctop, _zero_state(7), 0, None, 0.0)
+    bound = rounding_bound(torch.float64, 7 * 64)
+    for m, (where, _) in enumerate(gates):
+        k, _ = _orient(where, gates[m][1])
+        env, log_scale = envs.environment(k)
+        direct = gate_environment(envs.top, envs.bottom, k)
+        assert np.max(np.abs(env * math.exp(log_scale) - direct)) <= bound * max(1.0, np.max(np.abs(direct)))
+        envs.apply("bottom", (where, _haar(rng, 4)), None)  # any unitary: the cache must follow
+        if m + 1 < len(gates):
+            envs.apply("top", gates[m + 1], None)
+
+
+def test_schmidt_bound_and_truncation_fidelity():
+    n = 8
+    model = MPSBornMachine.random(n, bond_dim=5, seed=4, dtype="complex128")
+    psi = _model_state(model)
+    for chi in (1, 2, 3, 4, 16):
+        bound = schmidt_bound(model, chi)
+        assert abs(bound - _dense_schmidt_bound(psi, n, chi)) <= rounding_bound(torch.float64, 64)
+        trunc = truncation_fidelity(model, chi)
+        assert trunc <= bound + rounding_bound(torch.float64, 64)
+        assert abs(math.log(trunc) - truncation_fidelity(model, chi, log=True)) < 1e-12
+    # bond 2: quimb's truncation is the state the analytical layer prepares (numpy SVD path)
+    assert abs(truncation_fidelity(model, 2) - compile_mps(model, layers=1).fidelities[0]) < 1e-10
+    assert abs(truncation_fidelity(model, 16) - 1) < 1e-10 and schmidt_bound(model, 16) == 1.0
+    assert staircase_bond(3) == 8
+    with pytest.raises(tnborn.ConfigError, match="max_bond must be an integer >= 1"):
+        schmidt_bound(model, 0)
+
+
+def test_staircase_bond_holds_for_random_gates():
+    # L layers of arbitrary neighbouring unitaries on |0>: every Schmidt rank <= 2^L
+    rng = np.random.default_rng(3)
+    n = 8
+    for layers in (1, 2, 3):
+        gates = [((k, k + 1), _haar(rng, 4)) for _ in range(layers) for k in range(n - 1)]
+        psi = simulate_circuit(CompiledCircuit(n, gates, [], n - 1))
+        for k in range(1, n):
+            s = np.linalg.svd(psi.reshape(2**k, 2 ** (n - k)), compute_uv=False)
+            assert np.sum(s > 1e-10) <= staircase_bond(layers)
+
+
+def test_grow_circuit_is_monotone_and_below_the_bound():
+    n = 10
+    model = MPSBornMachine.random(n, bond_dim=6, seed=5)
+    psi = _model_state(model)
+    seen = []
+    circuit, rows = grow_circuit(model, max_layers=4, sweeps=3, tol=0.0,
+                                 progress=lambda row, c: seen.append((row, c)))
+    assert [r["layers"] for r in rows] == [1, 2, 3, 4] and len(seen) == 4
+    analytical = compile_mps(model, layers=4).fidelities
+    tol = rounding_bound(torch.float64, 4 * 16 * n)
+    for (row, sub), ana in zip(seen, analytical):
+        true = _fid(psi, simulate_circuit(sub))
+        assert abs(true - row["fidelity"]) <= tol
+        assert abs(row["fidelity_analytical"] - ana) <= tol
+        assert row["fidelity"] >= max(ana, row["fidelity_start"]) - tol
+        assert row["fidelity"] <= _dense_schmidt_bound(psi, n, 2 ** row["layers"]) + tol
+        assert abs(row["log_fidelity"] - math.log(true)) <= tol / true
+        assert abs(row["fidelity_per_qubit"] ** n - true) <= tol
+        _unitarity_ok(sub)
+    fids = [r["fidelity"] for r in rows]
+    assert all(b >= a - tol for a, b in zip(fids, fids[1:])), fids
+    # the returned circuit is the deepest one; its fidelities are those of its own first k layers
+    assert abs(_fid(psi, simulate_circuit(circuit)) - fids[-1]) <= tol
+    for k in (1, 2):
+        assert abs(_fid(psi, simulate_circuit(circuit.with_layers(k))) - circuit.fidelities[k - 1]) <= tol
+
+
+def test_grow_circuit_falls_back_to_an_identity_layer(monkeypatch):
+    # build the cases where the rules act: a useless analytical layer (start from the
+    # identity instead) and an optimisation that lowers the fidelity (keep C_L + identity)
+    import tnborn.circuit as tc
+
+    model = MPSBornMachine.random(8, bond_dim=4, seed=6)
+    rng = np.random.default_rng(7)
+    real = tc._analytical_layer
+    calls = []
+
+    def bad_layer(target, cutoff):
+        calls.append(1)
+        gates, fid = real(target, cutoff)
+        if len(calls) <= 2:  # layer 1 (both columns) stays analytical
+            return gates, fid
+        return [(w, _haar(rng, 4)) for w, _ in gates], fid
+
+    monkeypatch.setattr(tc, "_analytical_layer", bad_layer)
+    _, rows = grow_circuit(model, max_layers=2, sweeps=2, tol=0.0)
+    assert rows[1]["start"] == "identity"
+    assert abs(rows[1]["fidelity_start"] - rows[0]["fidelity"]) <= rounding_bound(torch.float64, 512)
+    assert rows[1]["fidelity"] >= rows[0]["fidelity"] - rounding_bound(torch.float64, 512)
+    monkeypatch.setattr(tc, "_analytical_layer", real)
+
+    real_opt = tc._optimize
+
+    def worse(target, gates, *args):
+        out, history = real_opt(target, gates, *args)
+        if len(gates) > 7:  # from layer 2 on: scramble the result
+            out = [(w, _haar(rng, 4)) for w, _ in out]
+        return out, history
+
+    monkeypatch.setattr(tc, "_optimize", worse)
+    seen = []
+    _, rows = grow_circuit(model, max_layers=3, sweeps=2, tol=0.0, progress=lambda r, c: seen.append(c))
+    psi = _model_state(model)
+    for a, b in zip(rows, rows[1:]):
+        assert abs(b["fidelity"] - a["fidelity"]) <= rounding_bound(torch.float64, 512)
+    assert abs(_fid(psi, simulate_circuit(seen[-1])) - rows[0]["fidelity"]) <= rounding_bound(torch.float64, 512)
+
+
+def test_grow_circuit_stops_at_the_target():
+    exact = MPSBornMachine.random(8, bond_dim=2, seed=3, dtype="complex128")
+    circuit, rows = grow_circuit(exact, target_fidelity=0.999, max_layers=5, sweeps=2)
+    assert len(rows) == 1 and rows[0]["fidelity"] >= 1 - 1e-10 and circuit.num_layers == 1
+    model = MPSBornMachine.random(8, bond_dim=6, seed=3)
+    _, rows = grow_circuit(model, target_fidelity=1.0, max_layers=2, sweeps=2)
+    assert len(rows) == 2
+    for bad in (0, 1.5, -0.1, float("nan"), True):
+        with pytest.raises(tnborn.ConfigError, match=r"target_fidelity must be a number in \(0, 1\]"):
+            grow_circuit(model, target_fidelity=bad)
+    with pytest.raises(tnborn.ConfigError, match="max_layers must be an integer >= 1"):
+        grow_circuit(model, max_layers=0)
+
+
+def test_many_qubits_run_on_mps_and_report_log_fidelity():
+    # 60 qubits (no state vector): the log-fidelity equals quimb's overlap of the circuit's
+    # MPS with the model's; the stop rule is relative, so sweeps go on while the fidelity
+    # (here ~0.007) gains less than tol in absolute terms but more than tol relatively
+    n = 60
+    model = MPSBornMachine.random(n, bond_dim=6, seed=9, dtype="complex128")
+    tol = 1e-3
+    circuit, info = optimize_circuit(model, compile_mps(model, layers=1), sweeps=3, tol=tol)
+    h = [info["fidelity_before"]] + info["history"]
+    gains = np.diff(h)
+    assert info["sweeps"] == 3 and np.min(gains[:2]) < tol and np.min(np.diff(np.log(h))[:2]) >= tol, h
+    ket = simulate_circuit(circuit, method="mps", max_bond=None, cutoff=0.0)
+    target = _left_canonical(_model_arrays(model))
+    import quimb.tensor as qtn
+
+    bra = qtn.MatrixProductState([target[0][0]] + target[1:-1] + [target[-1][..., 0]], shape="lpr")
+    bra.reindex_({bra.site_ind(k): ket.site_ind(k) for k in range(n)})
+    ov = complex(bra.H @ ket)
+    ref = math.log(abs(ov) ** 2 / (complex(bra.H @ bra).real * complex(ket.H @ ket).real))
+    assert abs(info["log_fidelity"] - ref) <= rounding_bound(torch.float64, 2 * 16 * n) / info["fidelity"]
+
+
+def test_circuit_layers_example_smoke(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "circuit_layers.py"
+    spec = importlib.util.spec_from_file_location("circuit_layers", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--model", "bas", "--smoke", "--out", str(tmp_path / "o"), "--work", str(tmp_path / "w")]) == 0
+    result = json.loads((tmp_path / "o" / "bas_smoke.json").read_text())
+    rows = result["table"]
+    assert [r["layers"] for r in rows] == [1, 2] and result["num_qubits"] == 9
+    model = tnborn.load(tmp_path / "w" / "bas" / "model.tnb")
+    # the same residual simulation as grow_circuit (cutoff 1e-14): the spectra of bars and stripes
+    # are degenerate, so another cutoff (compile_mps's default 1e-12) can pick another, equally
+    # good bond-2 subspace and a fidelity that differs in the 9th digit
+    analytical = compile_mps(model, layers=2, cutoff_sim=1e-14).fidelities
+    for r, ana in zip(rows, analytical):
+        assert abs(r["fidelity_analytical"] - ana) <= rounding_bound(torch.float64, 2 * 16 * 9)
+        assert ana - 1e-10 <= r["fidelity"] <= r["schmidt_bound"] + 1e-10
+    assert rows[1]["fidelity"] >= rows[0]["fidelity"] - 1e-10
+    assert (tmp_path / "o" / "bas_smoke.png").stat().st_size > 0
+    assert "| 2 | 48 |" in (tmp_path / "o" / "bas_smoke.md").read_text()
+    # max-pooling: a block is ink when any of its pixels is
+    img = np.zeros((1, 784), dtype=np.uint8)
+    img[0, 28 * 3 + 5] = 1  # row 3, column 5 -> block (1, 2)
+    assert np.flatnonzero(mod.downsample(img)[0]).tolist() == [14 * 1 + 2]
+
+
+def test_svd_falls_back_to_gesvd(monkeypatch):
+    # numpy's gesdd can fail to converge on ill-conditioned matrices (it did at 8 layers of
+    # the bars-and-stripes growth): make it always fail and get the same circuits from gesvd
+    # (the optimised gates themselves are not compared: the polar factor of a rank-deficient
+    # environment is not unique, and which one an SVD returns is a matter of rounding)
+    model = MPSBornMachine.random(7, bond_dim=4, seed=2)
+    ref = compile_mps(model, layers=2).fidelities
+
+    def fail(*args, **kwargs):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(np.linalg, "svd", fail)
+    c = compile_mps(model, layers=2)
+    assert np.allclose(c.fidelities, ref, rtol=0, atol=rounding_bound(torch.float64, 7 * 64))
+    opt, info = optimize_circuit(model, c, sweeps=2, tol=0.0)
+    assert info["fidelity"] >= ref[-1] - 1e-10
+    _unitarity_ok(opt)
+    from tnborn.circuit import _svd
+
+    with pytest.raises(tnborn.NumericalError, match="non-finite"):
+        _svd(np.full((3, 2), np.nan))
+    import scipy.linalg
+
+    monkeypatch.setattr(scipy.linalg, "svd", fail)
+    with pytest.raises(tnborn.NumericalError, match="gesdd or gesvd"):
+        _svd(np.eye(3))

@@ -254,6 +254,12 @@ def run_cli(*args: str) -> tuple[int, str]:
     return int(code), err.getvalue()
 
 
+def _circuit_api(name: str) -> Any:
+    import tnborn.circuit
+
+    return getattr(tnborn.circuit, name)
+
+
 def _train(c: Ctx, *args: str) -> tuple[int, str]:
     source = () if "--data" in args else ("--dataset", "bars-and-stripes", "--rows", "2", "--cols", "3")
     return run_cli("train", *source, "--loops", "1", "--threads", "1", "--quiet",
@@ -737,6 +743,40 @@ CASES: list[Case] = [
     Case("tnborn circuit", "--out /dev/null (a FIFO where absent)", lambda c: (lambda p: _unchanged_after(
         [p], lambda: run_cli("circuit", c.f("good"), "--out", str(p))))(_device_or_fifo(c, "/dev/null")),
          EXIT2, r"not a regular file"),
+    # ---------------------------------------------------------------- optimised circuits
+    Case("tnborn circuit", "--layers auto without --target-fidelity",
+         lambda c: run_cli("circuit", c.f("good"), "--layers", "auto", "--out", str(c.scratch / "c.qasm")),
+         EXIT2, r"--layers auto needs --target-fidelity F, a number in \(0, 1\]"),
+    Case("tnborn circuit", "--target-fidelity 0", lambda c: run_cli(
+        "circuit", c.f("good"), "--layers", "auto", "--target-fidelity", "0", "--out", str(c.scratch / "c.qasm")),
+         EXIT2, r"--target-fidelity: must be a number in \(0, 1\], got '0'"),
+    Case("tnborn circuit", "--target-fidelity 1.5", lambda c: run_cli(
+        "circuit", c.f("good"), "--layers", "auto", "--target-fidelity", "1.5", "--out", str(c.scratch / "c.qasm")),
+         EXIT2, r"--target-fidelity: must be a number in \(0, 1\], got '1.5'"),
+    Case("tnborn circuit", "--target-fidelity without --layers auto", lambda c: run_cli(
+        "circuit", c.f("good"), "--layers", "2", "--target-fidelity", "0.9", "--out", str(c.scratch / "c.qasm")),
+         EXIT2, r"--target-fidelity applies to --layers auto only; got --layers 2"),
+    Case("tnborn circuit", "--sweeps without --optimize", lambda c: run_cli(
+        "circuit", c.f("good"), "--sweeps", "5", "--out", str(c.scratch / "c.qasm")),
+         EXIT2, r"--sweeps applies with --optimize or --layers auto only"),
+    Case("tnborn circuit", "--layers two", lambda c: run_cli(
+        "circuit", c.f("good"), "--layers", "two", "--out", str(c.scratch / "c.qasm")),
+         EXIT2, r"--layers: must be an integer >= 1 or 'auto', got 'two'"),
+    Case("tnborn circuit", "--optimize with data of the wrong width", lambda c: run_cli(
+        "circuit", c.f("good"), "--optimize", "--data", c.f("data_wide"), "--out", str(c.scratch / "c.qasm")),
+         EXIT2, rf"have {N + 1} variables per row, but the model has {N}"),
+    Case("tnborn.circuit.grow_circuit", "target_fidelity=0", lambda c: _circuit_api("grow_circuit")(
+        c.mps, target_fidelity=0), ConfigError, r"target_fidelity must be a number in \(0, 1\], got 0"),
+    Case("tnborn.circuit.grow_circuit", "max_layers=0", lambda c: _circuit_api("grow_circuit")(
+        c.mps, max_layers=0), ConfigError, r"max_layers must be an integer >= 1, got 0"),
+    Case("tnborn.circuit.optimize_circuit", "sweeps=0", lambda c: _circuit_api("optimize_circuit")(
+        c.mps, _circuit_api("compile_mps")(c.mps), sweeps=0), ConfigError, r"sweeps must be an integer >= 1, got 0"),
+    Case("tnborn.circuit.optimize_circuit", "tol=-1", lambda c: _circuit_api("optimize_circuit")(
+        c.mps, _circuit_api("compile_mps")(c.mps), tol=-1), ConfigError, r"tol must be a finite number >= 0, got -1"),
+    Case("tnborn.circuit.truncation_fidelity", "max_bond=0", lambda c: _circuit_api("truncation_fidelity")(
+        c.mps, 0), ConfigError, r"max_bond must be an integer >= 1, got 0"),
+    Case("tnborn.circuit.compile_checkpoint", "layers='auto' without a target", lambda c: _circuit_api(
+        "compile_checkpoint")(c.f("good"), layers="auto"), ConfigError, r"layers='auto' needs a target fidelity"),
     Case("tnborn train", "--out holds an earlier run", lambda c: (lambda r: _unchanged_after(
         [r / "model.tnb"], lambda: _train(c)))(_nonempty_run(c)),
          EXIT2, r"--out .*run is not empty \(model.tnb\).*pass --overwrite"),

@@ -55,6 +55,10 @@ __all__ = [
     "compile_checkpoint",
     "optimize_circuit",
     "gate_environment",
+    "grow_circuit",
+    "truncation_fidelity",
+    "schmidt_bound",
+    "staircase_bond",
 ]
 
 Gate = tuple[tuple[int, int], np.ndarray]
@@ -174,7 +178,7 @@ def _right_truncate(arrays: list[np.ndarray], max_bond: int | None, cutoff: floa
     for k in range(len(out) - 1, 0, -1):
         a = out[k]
         dl, d, dr = a.shape
-        u, s, vh = np.linalg.svd(a.reshape(dl, d * dr), full_matrices=False)
+        u, s, vh = _svd(a.reshape(dl, d * dr))
         keep = int(np.count_nonzero(s > cutoff * s[0])) if s[0] > 0 else 1
         if max_bond is not None:
             keep = min(keep, int(max_bond))
@@ -183,6 +187,22 @@ def _right_truncate(arrays: list[np.ndarray], max_bond: int | None, cutoff: floa
         out[k - 1] = np.tensordot(out[k - 1], u[:, :keep] * s[:keep], axes=([2], [0]))
     out[0] = out[0] / np.linalg.norm(out[0])
     return out
+
+
+def _svd(m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD; LAPACK's gesdd, and gesvd where gesdd does not converge (it can on
+    ill-conditioned matrices that gesvd handles)."""
+    try:
+        return np.linalg.svd(m, full_matrices=False)
+    except np.linalg.LinAlgError:
+        import scipy.linalg
+
+        if not np.all(np.isfinite(m)):
+            raise NumericalError("SVD of a matrix with non-finite entries") from None
+        try:
+            return scipy.linalg.svd(m, full_matrices=False, lapack_driver="gesvd")
+        except np.linalg.LinAlgError as exc:
+            raise NumericalError(f"SVD did not converge with gesdd or gesvd ({m.shape[0]}x{m.shape[1]})") from exc
 
 
 def _orient(where: tuple[int, int], u: np.ndarray) -> tuple[int, np.ndarray]:
@@ -227,7 +247,7 @@ def _apply_gates(
         dl, dr = a.shape[0], b.shape[2]
         block = np.einsum("lsm,mtr->lstr", a, b)
         block = np.einsum("abst,lstr->labr", u.reshape(2, 2, 2, 2), block)
-        uu, s, vh = np.linalg.svd(block.reshape(dl * 2, 2 * dr), full_matrices=False)
+        uu, s, vh = _svd(block.reshape(dl * 2, 2 * dr))
         keep = int(np.count_nonzero(s > cutoff * s[0])) if s[0] > 0 else 1
         if max_bond is not None:
             keep = min(keep, int(max_bond))
@@ -255,7 +275,7 @@ def _overlap(bra: list[np.ndarray], ket: list[np.ndarray]) -> complex:
 
 def _complete(cols: np.ndarray, positions: list[int], dim: int) -> np.ndarray:
     """A ``dim x dim`` unitary whose columns at ``positions`` are ``cols`` (orthonormalised)."""
-    u, _, vh = np.linalg.svd(cols, full_matrices=False)
+    u, _, vh = _svd(cols)
     cols = u @ vh  # nearest isometry: exact columns up to rounding for a canonical MPS
     q, _ = np.linalg.qr(cols, mode="complete")
     out = np.zeros((dim, dim), dtype=np.complex128)
@@ -290,6 +310,16 @@ def _dagger_layer(layer: list[Gate]) -> list[Gate]:
     return [(w, u.conj().T) for w, u in reversed(layer)]
 
 
+def _analytical_layer(target: list[np.ndarray], cutoff: float) -> tuple[list[Gate], float]:
+    """Staircase preparing the best bond-2 (SVD) approximation of a left-canonical, normalised MPS.
+
+    Returns the gates and ``|<target|layer|0>|^2``.
+    """
+    # U |0> = approx exactly, so <0|U^dagger|target> = <approx|target>
+    approx = _right_truncate(target, 2, cutoff)
+    return _staircase(approx), float(abs(_overlap(approx, target)) ** 2)
+
+
 # --------------------------------------------------------------------------- #
 # compilation
 # --------------------------------------------------------------------------- #
@@ -308,8 +338,9 @@ def compile_mps(
 
     Parameters
     ----------
-    model : MPSBornMachine
-        Real or complex, any bond dimension, ``phys_dim = 2``.
+    model : MPSBornMachine or list of numpy.ndarray
+        Real or complex, any bond dimension, ``phys_dim = 2`` (site arrays
+        ``(D_l, 2, D_r)`` accepted too).
     layers : int
         Number of layers ``K >= 1``.
     max_bond_sim : int, optional
@@ -339,16 +370,13 @@ def compile_mps(
         raise ConfigError(f"max_bond_sim must be an integer >= 2 or None, got {max_bond_sim!r}")
     if not (isinstance(cutoff_sim, (int, float)) and 0.0 <= cutoff_sim < 1.0):
         raise ConfigError(f"cutoff_sim must be in [0, 1), got {cutoff_sim!r}")
-    target = _left_canonical(_model_arrays(model))
+    target = _target_arrays(model)
     n = len(target)
     compiled: list[list[Gate]] = []
     fidelities: list[float] = []
     for _ in range(layers):
-        # target is left-canonical and normalised here; U_k |0> = approx exactly, so
-        # <0|U_k^dagger|target> = <approx|target>
-        approx = _right_truncate(target, 2, cutoff_sim)
-        fidelities.append(float(abs(_overlap(approx, target)) ** 2))
-        layer = _staircase(approx)
+        layer, fid = _analytical_layer(target, cutoff_sim)
+        fidelities.append(fid)
         compiled.append(layer)
         target, _ = _apply_gates(target, _dagger_layer(layer), n - 1, max_bond_sim, cutoff_sim)
         target = _left_canonical(target)
@@ -403,7 +431,7 @@ def _u3_angles(v: np.ndarray) -> tuple[float, float, float]:
 def _local_factors(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``a, b`` with ``k = kron(a, b)`` for a 4x4 product unitary (rank-1 SVD)."""
     r = k.reshape(2, 2, 2, 2).transpose(0, 2, 1, 3).reshape(4, 4)
-    u, s, vh = np.linalg.svd(r)
+    u, s, vh = _svd(r)
     if s[1] > 1e-6 * s[0]:
         raise NumericalError(f"local part of a KAK decomposition is not a product (s1/s0 = {s[1] / s[0]:.2g})")
     a = math.sqrt(s[0]) * u[:, 0].reshape(2, 2)
@@ -816,11 +844,18 @@ def circuit_nll(circuit: CompiledCircuit, data: Any, method: str = "auto") -> fl
 
 def compile_checkpoint(
     checkpoint: Any,
-    layers: int = 1,
+    layers: int | str = 1,
     out: Any = None,
     version: int = 2,
     max_bond_sim: int | None = None,
     measure: bool = True,
+    optimize: bool = False,
+    sweeps: int = 20,
+    tol: float = 1e-6,
+    target_fidelity: float | None = None,
+    max_layers: int = 8,
+    data: Any = None,
+    progress: Any = None,
 ) -> dict[str, Any]:
     """Compile a saved MPS Born machine and write the circuit as OpenQASM (the CLI's ``circuit``).
 
@@ -828,45 +863,144 @@ def compile_checkpoint(
     ----------
     checkpoint : str or Path
         A checkpoint of an MPS model (:func:`tnborn.save`).
-    layers : int
-        Number of staircase layers.
+    layers : int or "auto"
+        Number of staircase layers, or ``"auto"``: grow optimised layers
+        (:func:`grow_circuit`) until ``target_fidelity`` or ``max_layers``.
     out : str or Path, optional
         Where to write the program (nothing written if None).
     version : int
         OpenQASM version, 2 or 3.
     max_bond_sim : int, optional
-        Bond limit of the residual simulation (see :func:`compile_mps`).
+        Bond limit of the simulations (see :func:`compile_mps` and :func:`optimize_circuit`).
     measure : bool
         End the program with a measurement of every qubit.
+    optimize : bool
+        Optimise all gates of the ``layers``-layer analytical circuit
+        (:func:`optimize_circuit`); implied by ``layers="auto"``.
+    sweeps, tol : int, float
+        Limits of the optimisation.
+    target_fidelity : float, optional
+        Required with ``layers="auto"``, in ``(0, 1]``.
+    max_layers : int
+        Largest number of layers with ``layers="auto"``.
+    data : array_like, optional
+        ``(samples, N)`` binary data: their NLL under each circuit's
+        measurement distribution is reported.
+    progress : callable, optional
+        Called with each row of the table as it is made.
 
     Returns
     -------
     dict
-        ``num_qubits``, ``layers``, ``two_qubit_gates``, ``cx_gates``,
-        ``fidelities`` (per number of layers) and ``qasm`` (the path or None).
+        ``num_qubits``, ``mode`` (``"analytical"``, ``"optimized"`` or
+        ``"auto"``), ``layers``, ``two_qubit_gates``, ``cx_gates``,
+        ``fidelity``, ``log_fidelity`` and ``fidelity_per_qubit`` of the
+        written circuit, ``fidelities`` (the ``fidelity`` column), ``table``
+        (one row per layer count: ``layers``, ``gates``,
+        ``fidelity_analytical``, ``truncation_fidelity`` and ``schmidt_bound``
+        at bond ``2^layers``, ``fidelity`` of the circuit of that many layers,
+        and for optimised rows ``fidelity_before``, ``log_fidelity``,
+        ``fidelity_per_qubit``, ``sweeps``, ``seconds``; ``nll`` with data),
+        ``target_fidelity``, ``reached``, ``nll`` and ``model_nll`` (None
+        without data), ``seconds`` and ``qasm`` (the path or None).
     """
+    import time
     from pathlib import Path
 
     from .checkpoint import load
-
     from .io import atomic_write_text, check_not_input, check_output_path
 
+    auto = isinstance(layers, str)
+    if auto and layers != "auto":
+        raise ConfigError(f"layers must be an integer >= 1 or 'auto', got {layers!r}")
+    if not auto and not (isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1):
+        raise ConfigError(f"layers must be an integer >= 1 or 'auto', got {layers!r}")
+    if auto and target_fidelity is None:
+        raise ConfigError("layers='auto' needs a target fidelity in (0, 1]")
+    if not auto and target_fidelity is not None:
+        raise ConfigError("a target fidelity applies to layers='auto' only")
+    if target_fidelity is not None and not (
+        isinstance(target_fidelity, (int, float)) and not isinstance(target_fidelity, bool)
+        and 0.0 < target_fidelity <= 1.0
+    ):
+        raise ConfigError(f"target_fidelity must be a number in (0, 1], got {target_fidelity!r}")
+    _check_sweep_options(sweeps, tol)
+    if not (isinstance(max_layers, int) and not isinstance(max_layers, bool) and max_layers >= 1):
+        raise ConfigError(f"max_layers must be an integer >= 1, got {max_layers!r}")
     if out is not None:  # before any work: never write onto the input or a device
         check_not_input(out, [checkpoint], what=f"the output {os.fspath(out)!r}")
         check_output_path(out)
+    t0 = time.perf_counter()
     model = load(checkpoint)
-    circuit = compile_mps(model, layers=layers, max_bond_sim=max_bond_sim)
+    target = _target_arrays(model)
+    n = len(target)
+    if data is not None:
+        from .data import validate_binary
+
+        data = validate_binary(data, n_vars=n, phys_dim=2, name="data")
+
+    def score(row: dict[str, Any], circuit: CompiledCircuit | None) -> dict[str, Any]:
+        if data is not None and circuit is not None:
+            row["nll"] = circuit_nll(circuit, data)
+        return row
+
+    def report(row: dict[str, Any]) -> None:
+        if progress is not None:
+            progress(row)
+
+    table: list[dict[str, Any]] = []
+    if auto:
+        def on_layer(row: dict[str, Any], sub: CompiledCircuit) -> None:
+            row = dict(row)
+            row["fidelity_before"] = row.pop("fidelity_start")
+            table.append(score(row, sub))
+            report(row)
+
+        circuit, _ = grow_circuit(target, target_fidelity=target_fidelity, max_layers=max_layers,
+                                  sweeps=sweeps, tol=tol, max_bond_sim=max_bond_sim, progress=on_layer)
+    else:
+        circuit = compile_mps(target, layers=layers, max_bond_sim=max_bond_sim)
+        spectra = _schmidt_spectra(target)
+        for k in range(1, layers + 1):
+            chi = staircase_bond(k)
+            sub = circuit.with_layers(k)
+            log_f = _circuit_log_fidelity(target, sub.gates, 1e-14)
+            row = {"layers": k, "gates": len(sub.gates), "fidelity_analytical": circuit.fidelities[k - 1],
+                   "truncation_fidelity": truncation_fidelity(target, chi),
+                   "schmidt_bound": _bound_from_spectra(spectra, chi), "fidelity": math.exp(log_f),
+                   "log_fidelity": log_f, "fidelity_per_qubit": math.exp(log_f / n)}
+            if k < layers or not optimize:
+                table.append(score(row, sub))
+                report(row)
+        if optimize:
+            circuit, info = optimize_circuit(target, circuit, sweeps=sweeps, tol=tol, max_bond_sim=max_bond_sim)
+            row.update(fidelity_before=info["fidelity_before"], fidelity=info["fidelity"],
+                       log_fidelity=info["log_fidelity"], fidelity_per_qubit=math.exp(info["log_fidelity"] / n),
+                       sweeps=info["sweeps"], history=info["history"], seconds=info["seconds"])
+            table.append(score(row, circuit))
+            report(row)
     text = to_qasm(circuit, version=version, measure=measure)
     path = None
     if out is not None:
         path = Path(out)
         atomic_write_text(path, text)
+    last = table[-1]
     return {
-        "num_qubits": circuit.num_qubits,
+        "num_qubits": n,
+        "mode": "auto" if auto else ("optimized" if optimize else "analytical"),
         "layers": circuit.num_layers,
         "two_qubit_gates": len(circuit.gates),
         "cx_gates": sum(1 for line in text.splitlines() if line.startswith("cx ")),
-        "fidelities": list(circuit.fidelities),
+        "fidelity": last["fidelity"],
+        "log_fidelity": last["log_fidelity"],
+        "fidelity_per_qubit": last["fidelity_per_qubit"],
+        "fidelities": [row["fidelity"] for row in table],
+        "table": table,
+        "target_fidelity": target_fidelity,
+        "reached": None if target_fidelity is None else bool(last["fidelity"] >= target_fidelity),
+        "nll": last.get("nll"),
+        "model_nll": None if data is None else float(model.nll(data)),
+        "seconds": time.perf_counter() - t0,
         "qasm": None if path is None else str(path),
     }
 
@@ -907,14 +1041,18 @@ def gate_environment(top: list[np.ndarray], bottom: list[np.ndarray], k: int) ->
     right = np.ones((1, 1), dtype=np.complex128)
     for s in range(n - 1, k + 1, -1):
         right = _transfer_right(right, top[s], bottom[s])
-    env = np.einsum("ij,iam,mbr,jcn,ndq,rq->abcd", left, top[k].conj(), top[k + 1].conj(),
-                    bottom[k], bottom[k + 1], right, optimize=True)
+    return _two_site_environment(left, top[k], top[k + 1], bottom[k], bottom[k + 1], right)
+
+
+def _two_site_environment(left: np.ndarray, t0: np.ndarray, t1: np.ndarray, b0: np.ndarray,
+                          b1: np.ndarray, right: np.ndarray) -> np.ndarray:
+    env = np.einsum("ij,iam,mbr,jcn,ndq,rq->abcd", left, t0.conj(), t1.conj(), b0, b1, right, optimize=True)
     return env.reshape(4, 4)
 
 
 def _polar(m: np.ndarray) -> tuple[np.ndarray, float]:
     """Unitary ``W`` maximising ``|Tr(M^dagger W)|`` (polar factor) and that maximum."""
-    u, s, vh = np.linalg.svd(m)
+    u, s, vh = _svd(m)
     return u @ vh, float(np.sum(s))
 
 
@@ -924,26 +1062,148 @@ def _zero_state(n: int) -> list[np.ndarray]:
     return [zero.copy() for _ in range(n)]
 
 
+def _log_overlap(bra: list[np.ndarray], ket: list[np.ndarray]) -> float:
+    """``log |<bra|ket>|`` through rescaled transfer matrices (no underflow for large ``N``)."""
+    env = np.ones((1, 1), dtype=np.complex128)
+    log = 0.0
+    for a, b in zip(bra, ket):
+        env = _transfer_left(env, a, b)
+        scale = float(np.max(np.abs(env)))
+        if scale == 0.0 or not math.isfinite(scale):
+            return -math.inf if scale == 0.0 else math.nan
+        env = env / scale
+        log += math.log(scale)
+    return log + math.log(abs(complex(env[0, 0]))) if env[0, 0] != 0 else -math.inf
+
+
+class _Environments:
+    """The two MPS of a sweep and their cached partial contractions.
+
+    ``top = C_after^dagger |psi>`` and ``bottom = C_before |0>`` change only
+    at the sites a gate or a move of the canonical centre touches; ``left[j]``
+    contracts sites ``< j`` and ``right[j]`` sites ``>= j`` of
+    ``<top|bottom>``. A change at sites ``lo..hi`` invalidates ``left[j]`` for
+    ``j > lo`` and ``right[j]`` for ``j <= hi``, so a staircase layer costs
+    ``O(N)`` transfer steps instead of ``O(N^2)``.
+    """
+
+    def __init__(self, top: list[np.ndarray], ctop: int, bottom: list[np.ndarray], cbot: int,
+                 max_bond: int | None, cutoff: float):
+        self.top, self.ctop, self.bottom, self.cbot = top, ctop, bottom, cbot
+        self.max_bond, self.cutoff = max_bond, cutoff
+        n = len(top)
+        ones = np.ones((1, 1), dtype=np.complex128)
+        # left[j] valid for j < len(self.left), right[j] for j >= rlow; each rescaled to
+        # max |entry| = 1 with the log of the scale kept beside it (no underflow at large N)
+        self.left, self.left_log = [ones], [0.0]
+        self.right, self.right_log = [ones] * (n + 1), [0.0] * (n + 1)
+        self.rlow = n
+
+    def _touched(self, lo: int, hi: int) -> None:
+        del self.left[lo + 1:], self.left_log[lo + 1:]
+        self.rlow = max(self.rlow, hi + 1)
+
+    def apply(self, which: str, gate: Gate, max_bond: int | None) -> None:
+        k, _ = _orient(*gate)
+        centre = self.ctop if which == "top" else self.cbot
+        lo, hi = min(centre, k), max(centre, k + 1)
+        state = self.top if which == "top" else self.bottom
+        state, centre = _apply_gates(state, [gate], centre, max_bond, self.cutoff)
+        if which == "top":
+            self.top, self.ctop = state, centre
+        else:
+            self.bottom, self.cbot = state, centre
+        self._touched(lo, hi)
+
+    def environment(self, k: int) -> tuple[np.ndarray, float]:
+        """The 4x4 environment of a gate on ``(k, k+1)`` divided by ``exp(log_scale)``, and ``log_scale``."""
+        while len(self.left) <= k:
+            j = len(self.left) - 1
+            env, log = _rescaled(_transfer_left(self.left[j], self.top[j], self.bottom[j]))
+            self.left.append(env)
+            self.left_log.append(self.left_log[j] + log)
+        while self.rlow > k + 2:
+            j = self.rlow - 1
+            env, log = _rescaled(_transfer_right(self.right[j + 1], self.top[j], self.bottom[j]))
+            self.right[j], self.right_log[j] = env, self.right_log[j + 1] + log
+            self.rlow = j
+        env = _two_site_environment(self.left[k], self.top[k], self.top[k + 1], self.bottom[k],
+                                    self.bottom[k + 1], self.right[k + 2])
+        return env, self.left_log[k] + self.right_log[k + 2]
+
+
+def _rescaled(env: np.ndarray) -> tuple[np.ndarray, float]:
+    scale = float(np.max(np.abs(env)))
+    if scale == 0.0 or not math.isfinite(scale):
+        return env, 0.0
+    return env / scale, math.log(scale)
+
+
 def _sweep(target: list[np.ndarray], gates: list[Gate], max_bond: int | None, cutoff: float) -> tuple[list[Gate], float]:
-    """One sweep of polar updates of every gate, in application order; returns the new gates and fidelity."""
+    """One sweep of polar updates of every gate, in application order; returns the new gates and log-fidelity.
+
+    ``max_bond`` limits the bond dimension of ``C_after^dagger|psi>`` only;
+    ``C_before|0>`` is simulated exactly (its bond dimension is at most
+    ``2^layers`` for staircases).
+    """
     n = len(target)
     gates = list(gates)
     top, ctop = _apply_gates(target, _dagger_layer(gates[1:]), n - 1, max_bond, cutoff)
-    bottom, cbot = _zero_state(n), 0
-    overlap = 0.0
+    envs = _Environments(top, ctop, _zero_state(n), 0, max_bond, cutoff)
+    log_overlap = -math.inf
     for m in range(len(gates)):
         where, u = gates[m]
         k, _ = _orient(where, u)
-        env = gate_environment(top, bottom, k)
+        env, log_scale = envs.environment(k)
         w, overlap = _polar(env.conj())  # sum G*E = Tr(M^dagger G) with M = conj(E)
+        log_overlap = math.log(overlap) + log_scale if overlap > 0 else -math.inf
         if where[0] > where[1]:
-            sw = _SWAP
-            w = sw @ w @ sw
+            w = _SWAP @ w @ _SWAP
         gates[m] = (where, w)
-        bottom, cbot = _apply_gates(bottom, [gates[m]], cbot, max_bond, cutoff)
+        envs.apply("bottom", gates[m], None)
         if m + 1 < len(gates):
-            top, ctop = _apply_gates(top, [gates[m + 1]], ctop, max_bond, cutoff)
-    return gates, float(overlap ** 2)
+            envs.apply("top", gates[m + 1], max_bond)
+    return gates, 2.0 * log_overlap
+
+
+def _check_sweep_options(sweeps: Any, tol: Any) -> None:
+    if not (isinstance(sweeps, int) and not isinstance(sweeps, bool) and sweeps >= 1):
+        raise ConfigError(f"sweeps must be an integer >= 1, got {sweeps!r}")
+    if not (isinstance(tol, (int, float)) and not isinstance(tol, bool) and tol >= 0 and math.isfinite(tol)):
+        raise ConfigError(f"tol must be a finite number >= 0, got {tol!r}")
+
+
+def _target_arrays(model: Any) -> list[np.ndarray]:
+    if isinstance(model, list):
+        arrays = [np.asarray(a, dtype=np.complex128) for a in model]
+        if not arrays or any(a.ndim != 3 or a.shape[1] != 2 for a in arrays) or any(
+                a.shape[2] != b.shape[0] for a, b in zip(arrays, arrays[1:])) or arrays[0].shape[0] != 1 \
+                or arrays[-1].shape[2] != 1:
+            raise ConfigError("site arrays must be a chain of (D_left, 2, D_right) arrays with end bonds 1, "
+                              f"got shapes {[a.shape for a in arrays]}")
+        return _left_canonical(arrays)
+    return _left_canonical(_model_arrays(model))
+
+
+def _circuit_log_fidelity(target: list[np.ndarray], gates: list[Gate], cutoff: float) -> float:
+    """``log |<target|C|0>|^2`` with ``C|0>`` simulated exactly (up to ``cutoff``)."""
+    state, _ = _apply_gates(_zero_state(len(target)), gates, 0, None, cutoff)
+    return 2.0 * _log_overlap(target, state)
+
+
+def _optimize(target: list[np.ndarray], gates: list[Gate], sweeps: int, tol: float,
+              max_bond_sim: int | None, cutoff_sim: float, log_before: float) -> tuple[list[Gate], list[float]]:
+    """Sweeps until the log-fidelity gains less than ``tol``; returns the gates and the log-fidelity history."""
+    gates = [(w, np.asarray(u, dtype=np.complex128)) for w, u in gates]
+    history: list[float] = []
+    prev = log_before
+    for _ in range(sweeps):
+        gates, log_fid = _sweep(target, gates, max_bond_sim, cutoff_sim)
+        history.append(log_fid)
+        if not log_fid - prev >= tol:  # also stops on NaN
+            break
+        prev = log_fid
+    return gates, history
 
 
 def optimize_circuit(
@@ -959,11 +1219,14 @@ def optimize_circuit(
     Each gate in turn is replaced by the polar factor of its environment
     (Evenbly and Vidal, PRB 79, 144108): with the rest of the circuit fixed,
     that unitary maximises ``|<psi|C|0>|``, so with exact simulation the
-    fidelity never decreases from one update to the next. Sweeps stop when the
-    fidelity gain of a sweep falls below ``tol`` or after ``sweeps`` sweeps.
+    fidelity never decreases from one update to the next. Sweeps stop when a
+    sweep raises the log-fidelity by less than ``tol`` (the fidelity by a
+    factor below ``1 + tol``, about ``tol`` in absolute terms near fidelity 1),
+    or after ``sweeps`` sweeps.
     The environments come from two MPS, ``C_{before}|0>`` and
-    ``C_{after}^dagger|psi>``, updated one gate at a time, so the cost scales
-    with ``N`` and the bond dimensions, not ``2^N``.
+    ``C_{after}^dagger|psi>``, updated one gate at a time, with their partial
+    contractions cached, so a sweep costs ``O(N)`` MPS steps per layer and no
+    state vector is formed.
 
     Parameters
     ----------
@@ -974,47 +1237,306 @@ def optimize_circuit(
     sweeps : int
         Maximum number of sweeps, ``>= 1``.
     tol : float
-        Stop when a sweep gains less fidelity than this (``>= 0``).
+        Stop when a sweep gains less log-fidelity than this (``>= 0``).
     max_bond_sim : int, optional
-        Bond limit of the two simulated MPS (``None``: exact, monotone sweeps).
+        Bond limit of the simulated ``C_{after}^dagger|psi>`` (``None``:
+        exact, monotone sweeps); ``C_{before}|0>`` is always exact.
     cutoff_sim : float
         Relative singular-value cutoff of those simulations.
 
     Returns
     -------
     CompiledCircuit
-        The optimised circuit (same layout; ``fidelities`` holds the final
-        fidelity as its last entry when layered).
+        The optimised circuit (same layout; when layered, ``fidelities[k-1]``
+        is the exact fidelity of its first ``k`` layers, see
+        :meth:`CompiledCircuit.with_layers`).
     dict
-        ``fidelity_before``, ``fidelity`` (after), ``sweeps``, ``history``
-        (fidelity after each sweep), ``seconds``.
+        ``fidelity_before``, ``fidelity`` (after, computed exactly from the
+        circuit's MPS), ``log_fidelity`` (its natural log, finite where the
+        fidelity underflows), ``sweeps``, ``history`` (the fidelity each sweep
+        reports, exact when ``max_bond_sim`` is None), ``seconds``.
     """
     import time
 
-    if not (isinstance(sweeps, int) and not isinstance(sweeps, bool) and sweeps >= 1):
-        raise ConfigError(f"sweeps must be an integer >= 1, got {sweeps!r}")
-    if not (isinstance(tol, (int, float)) and tol >= 0 and math.isfinite(tol)):
-        raise ConfigError(f"tol must be a finite number >= 0, got {tol!r}")
-    target = _left_canonical(model if isinstance(model, list) else _model_arrays(model))
+    _check_sweep_options(sweeps, tol)
+    if max_bond_sim is not None and not (isinstance(max_bond_sim, int) and max_bond_sim >= 2):
+        raise ConfigError(f"max_bond_sim must be an integer >= 2 or None, got {max_bond_sim!r}")
+    target = _target_arrays(model)
     if circuit.num_qubits != len(target):
         raise ConfigError(f"circuit has {circuit.num_qubits} qubits but the target {len(target)} variables")
     if not circuit.gates:
         raise ConfigError("the circuit has no gates to optimise")
     t0 = time.perf_counter()
-    before = float(abs(_overlap(target, _apply_gates(_zero_state(len(target)), circuit.gates, 0,
-                                                       max_bond_sim, cutoff_sim)[0])) ** 2)
-    gates = [(w, np.asarray(u, dtype=np.complex128)) for w, u in circuit.gates]
-    history: list[float] = []
-    prev = before
-    for _ in range(sweeps):
-        gates, fid = _sweep(target, gates, max_bond_sim, cutoff_sim)
-        history.append(fid)
-        if fid - prev < tol:
+    log_before = _circuit_log_fidelity(target, circuit.gates, cutoff_sim)
+    gates, log_history = _optimize(target, circuit.gates, sweeps, tol, max_bond_sim, cutoff_sim, log_before)
+    history = [math.exp(v) for v in log_history]
+    before = math.exp(log_before)
+    log_fid = _circuit_log_fidelity(target, gates, cutoff_sim)
+    out = CompiledCircuit(circuit.num_qubits, gates, [], circuit.gates_per_layer)
+    if out.num_layers and out.num_layers * out.gates_per_layer == len(gates):
+        out.fidelities = _tail_fidelities(target, out, cutoff_sim)
+    return out, {"fidelity_before": before, "fidelity": math.exp(log_fid), "log_fidelity": log_fid,
+                 "sweeps": len(history), "history": history, "seconds": time.perf_counter() - t0}
+
+
+def _tail_fidelities(target: list[np.ndarray], circuit: CompiledCircuit, cutoff: float) -> list[float]:
+    """Exact fidelity of the first ``k`` layers (the last ``k`` in application order), ``k = 1..K``."""
+    out = []
+    for k in range(1, circuit.num_layers + 1):
+        out.append(math.exp(_circuit_log_fidelity(target, circuit.with_layers(k).gates, cutoff)))
+    return out
+
+
+# --------------------------------------------------------------------------- #
+# reference lines: what any state of bounded bond dimension can reach
+# --------------------------------------------------------------------------- #
+def staircase_bond(layers: int) -> int:
+    """Largest bond dimension of the state of ``layers`` staircase layers on ``|0...0>``.
+
+    Across the cut between qubits ``k`` and ``k + 1`` a staircase
+    ``(0,1), (1,2), ...`` factors as ``U_right G_(k,k+1) U_left``; ``U_left``
+    leaves the cut's Schmidt rank alone and ``G`` at most doubles the rank of
+    the cut ``k+1 | k+2`` that ``U_left`` did not change, so each layer at most
+    doubles the bond dimension: ``2^layers``.
+
+    Parameters
+    ----------
+    layers : int
+        Number of layers ``>= 1``.
+
+    Returns
+    -------
+    int
+        ``2 ** layers``.
+    """
+    if not (isinstance(layers, int) and not isinstance(layers, bool) and layers >= 1):
+        raise ConfigError(f"layers must be an integer >= 1, got {layers!r}")
+    return 2 ** layers
+
+
+def _schmidt_spectra(target: list[np.ndarray]) -> list[np.ndarray]:
+    """Squared Schmidt values of every bond ``(k-1, k)``, ``k = 1..N-1``, of a left-canonical normalised MPS."""
+    out = list(target)
+    spectra: list[np.ndarray] = []
+    for k in range(len(out) - 1, 0, -1):
+        a = out[k]
+        dl, d, dr = a.shape
+        u, s, vh = _svd(a.reshape(dl, d * dr))
+        spectra.append(s ** 2 / np.sum(s ** 2))
+        out[k] = vh.reshape(-1, d, dr)
+        out[k - 1] = np.tensordot(out[k - 1], u * s, axes=([2], [0]))
+    return spectra[::-1]
+
+
+def _check_bond(max_bond: Any) -> None:
+    if not (isinstance(max_bond, (int, np.integer)) and not isinstance(max_bond, bool) and max_bond >= 1):
+        raise ConfigError(f"max_bond must be an integer >= 1, got {max_bond!r}")
+
+
+def schmidt_bound(model: Any, max_bond: int) -> float:
+    """Upper bound on ``|<psi|phi>|^2`` over all normalised MPS ``phi`` of bond dimension ``<= max_bond``.
+
+    At every bond the overlap is at most the weight of the ``max_bond``
+    largest squared Schmidt values of ``psi`` (Eckart-Young); the bound is the
+    smallest of these over the bonds. A circuit of ``L`` staircase layers
+    cannot exceed ``schmidt_bound(model, staircase_bond(L))``.
+
+    Parameters
+    ----------
+    model : MPSBornMachine or list of numpy.ndarray
+        The state (site arrays ``(D_l, 2, D_r)`` accepted too).
+    max_bond : int
+        Bond dimension ``>= 1``.
+
+    Returns
+    -------
+    float
+        The bound in ``[0, 1]`` (1 when ``max_bond`` holds every bond).
+    """
+    _check_bond(max_bond)
+    return _bound_from_spectra(_schmidt_spectra(_target_arrays(model)), max_bond)
+
+
+def _bound_from_spectra(spectra: list[np.ndarray], max_bond: int) -> float:
+    return float(min([1.0] + [min(1.0, float(np.sum(np.sort(p)[::-1][:max_bond])))
+                              for p in spectra if len(p) > max_bond]))
+
+
+def truncation_fidelity(model: Any, max_bond: int, log: bool = False) -> float:
+    """Fidelity of the canonical SVD truncation of a model's state to bond dimension ``max_bond``.
+
+    The state is compressed with quimb (:meth:`quimb.tensor.MatrixProductState.compress`,
+    left-canonical then a right-to-left truncating sweep with ``cutoff = 0``)
+    and ``|<psi|psi_chi>|^2 / (<psi|psi> <psi_chi|psi_chi>)`` is returned: what a
+    circuit whose state has that bond dimension can nearly reach (the best
+    state of that bond dimension lies between this and :func:`schmidt_bound`).
+
+    Parameters
+    ----------
+    model : MPSBornMachine or list of numpy.ndarray
+        The state.
+    max_bond : int
+        Bond dimension ``>= 1``.
+    log : bool
+        Return the natural log of the fidelity (finite for many qubits).
+
+    Returns
+    -------
+    float
+        The fidelity (or its log).
+    """
+    import quimb.tensor as qtn
+
+    _check_bond(max_bond)
+    target = _target_arrays(model)
+    n = len(target)
+    if n == 1:
+        return 0.0 if log else 1.0
+    arrays = [target[0][0]] + target[1:-1] + [target[-1][..., 0]]
+    psi = qtn.MatrixProductState(arrays, shape="lpr")
+    psi.compress(form="right", max_bond=int(max_bond), cutoff=0.0, cutoff_mode="rel", absorb="left")
+    approx = _quimb_mps_arrays(psi)
+    norm = _log_overlap(approx, approx) / 2  # target is normalised
+    value = 2.0 * (_log_overlap(target, approx) - norm)
+    return value if log else math.exp(value)
+
+
+# --------------------------------------------------------------------------- #
+# layer growth
+# --------------------------------------------------------------------------- #
+def _identity_layer(n: int) -> list[Gate]:
+    return [((k, k + 1), np.eye(4, dtype=np.complex128)) for k in range(n - 1)]
+
+
+def grow_circuit(
+    model: Any,
+    target_fidelity: float | None = None,
+    max_layers: int = 8,
+    sweeps: int = 20,
+    tol: float = 1e-6,
+    max_bond_sim: int | None = None,
+    cutoff_sim: float = 1e-14,
+    progress: Any = None,
+) -> tuple[CompiledCircuit, list[dict[str, Any]]]:
+    """Add optimised staircase layers until a target fidelity or a maximum depth.
+
+    Layer 1 is the analytical staircase (:func:`compile_mps`), optimised by
+    :func:`optimize_circuit`. To go from ``L`` to ``L + 1`` layers, a new
+    layer ``V`` preparing the best bond-2 approximation of the residual
+    ``C_L^dagger|psi>`` is put in front of the optimised ``C_L`` (``V`` runs
+    first), and all gates are optimised together. If that start is worse than
+    ``C_L`` itself, the new layer starts as the identity instead, so with
+    exact simulation the fidelity never decreases from one layer count to the
+    next; a result below the previous optimum (possible only with a truncated
+    simulation) is replaced by ``C_L`` with an identity layer.
+
+    Parameters
+    ----------
+    model : MPSBornMachine or list of numpy.ndarray
+        The target state, ``phys_dim = 2``.
+    target_fidelity : float, optional
+        Stop at the first layer count whose fidelity reaches this, in ``(0, 1]``
+        (``None``: always ``max_layers`` layers).
+    max_layers : int
+        Largest number of layers, ``>= 1``.
+    sweeps, tol, max_bond_sim, cutoff_sim
+        Passed to the optimisation of each layer count (see :func:`optimize_circuit`).
+    progress : callable, optional
+        Called as ``progress(row, circuit)`` with each row of the table and
+        the optimised circuit of that many layers, as they are made.
+
+    Returns
+    -------
+    CompiledCircuit
+        The deepest circuit made (``fidelities[k-1]`` is the exact fidelity of
+        its first ``k`` layers, which differ from the ``k``-layer optimum).
+    list of dict
+        One row per layer count ``L``: ``layers``, ``gates``,
+        ``fidelity_analytical`` (Ran's ``L`` analytical layers),
+        ``fidelity_start`` (the warm start), ``start`` (``"analytical"`` or
+        ``"identity"`` for the new layer), ``fidelity`` (optimised, exact),
+        ``log_fidelity``, ``fidelity_per_qubit`` (``fidelity^(1/N)``),
+        ``truncation_fidelity`` and ``schmidt_bound`` at bond
+        ``staircase_bond(L)``, ``sweeps``, ``history``, ``seconds``.
+    """
+    import time
+
+    _check_sweep_options(sweeps, tol)
+    if not (isinstance(max_layers, int) and not isinstance(max_layers, bool) and max_layers >= 1):
+        raise ConfigError(f"max_layers must be an integer >= 1, got {max_layers!r}")
+    if target_fidelity is not None and not (
+        isinstance(target_fidelity, (int, float)) and not isinstance(target_fidelity, bool)
+        and 0.0 < target_fidelity <= 1.0
+    ):
+        raise ConfigError(f"target_fidelity must be a number in (0, 1], got {target_fidelity!r}")
+    if max_bond_sim is not None and not (isinstance(max_bond_sim, int) and max_bond_sim >= 2):
+        raise ConfigError(f"max_bond_sim must be an integer >= 2 or None, got {max_bond_sim!r}")
+    target = _target_arrays(model)
+    n = len(target)
+    if n < 2:
+        raise ConfigError("a circuit of two-qubit gates needs at least 2 qubits")
+    spectra = _schmidt_spectra(target)
+    residual = target  # Ran's analytical residual, for the reference column
+    gates: list[Gate] = []
+    log_prev = -math.inf
+    rows: list[dict[str, Any]] = []
+    for layers in range(1, max_layers + 1):
+        t0 = time.perf_counter()
+        ana_layer, _ = _analytical_layer(residual, cutoff_sim)
+        residual = _left_canonical(_apply_gates(residual, _dagger_layer(ana_layer), n - 1, max_bond_sim,
+                                                cutoff_sim)[0])
+        ana_gates = [g for g in _analytical_gates_so_far(rows, ana_layer)]
+        fid_ana = math.exp(_circuit_log_fidelity(target, ana_gates, cutoff_sim))
+        if gates:
+            res, _ = _apply_gates(target, _dagger_layer(gates), n - 1, max_bond_sim, cutoff_sim)
+            new_layer, _ = _analytical_layer(_left_canonical(res), cutoff_sim)
+        else:
+            new_layer = ana_layer
+        start = "analytical"
+        candidate = new_layer + gates
+        log_start = _circuit_log_fidelity(target, candidate, cutoff_sim)
+        if log_start < log_prev:
+            start, candidate, log_start = "identity", _identity_layer(n) + gates, log_prev
+        opt, log_history = _optimize(target, candidate, sweeps, tol, max_bond_sim, cutoff_sim, log_start)
+        history = [math.exp(v) for v in log_history]
+        log_fid = _circuit_log_fidelity(target, opt, cutoff_sim)
+        if log_fid < log_prev:  # only with a truncated simulation
+            opt, log_fid = _identity_layer(n) + gates, _circuit_log_fidelity(target, _identity_layer(n) + gates,
+                                                                              cutoff_sim)
+        gates, log_prev = opt, log_fid
+        chi = staircase_bond(layers)
+        row = {
+            "layers": layers,
+            "gates": len(gates),
+            "fidelity_analytical": fid_ana,
+            "fidelity_start": math.exp(log_start),
+            "start": start,
+            "fidelity": math.exp(log_fid),
+            "log_fidelity": log_fid,
+            "fidelity_per_qubit": math.exp(log_fid / n),
+            "truncation_fidelity": truncation_fidelity(target, chi),
+            "schmidt_bound": _bound_from_spectra(spectra, chi),
+            "sweeps": len(history),
+            "history": history,
+            "seconds": time.perf_counter() - t0,
+            "_analytical_layer": ana_layer,
+        }
+        rows.append(row)
+        if progress is not None:
+            progress({k: v for k, v in row.items() if not k.startswith("_")},
+                     CompiledCircuit(n, list(gates), [], n - 1))
+        if target_fidelity is not None and row["fidelity"] >= target_fidelity:
             break
-        prev = fid
-    fids = list(circuit.fidelities)
-    if circuit.num_layers and fids:
-        fids = fids[: circuit.num_layers - 1] + [history[-1]]
-    out = CompiledCircuit(circuit.num_qubits, gates, fids, circuit.gates_per_layer)
-    return out, {"fidelity_before": before, "fidelity": history[-1], "sweeps": len(history),
-                 "history": history, "seconds": time.perf_counter() - t0}
+    for row in rows:
+        del row["_analytical_layer"]
+    circuit = CompiledCircuit(n, gates, [], n - 1)
+    circuit.fidelities = _tail_fidelities(target, circuit, cutoff_sim)
+    return circuit, rows
+
+
+def _analytical_gates_so_far(rows: list[dict[str, Any]], layer: list[Gate]) -> list[Gate]:
+    """Gates of Ran's analytical circuit: the newest layer first, layer 1 last."""
+    out = list(layer)
+    for row in reversed(rows):
+        out += row["_analytical_layer"]
+    return out

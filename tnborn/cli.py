@@ -307,6 +307,37 @@ def _formatter(prog: str) -> argparse.HelpFormatter:
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=32)
 
 
+CIRCUIT_EXAMPLES = """\
+examples:
+  tnborn circuit runs/bas/model.tnb --layers 4 --out bas4.qasm       # analytical layers (Ran)
+  tnborn circuit runs/bas/model.tnb --layers 4 --optimize --sweeps 30 --dataset bars-and-stripes
+  tnborn circuit runs/bas/model.tnb --layers auto --target-fidelity 0.95 --max-layers 10 --json
+  tnborn circuit runs/mnist/model.tnb --layers 3 --optimize --max-bond-sim 64 --qasm-version 3
+
+Each row: fidelity of Ran's analytical layers, before and after optimisation, the
+fidelity of the model truncated to bond 2^layers (what a state of the circuit's bond
+dimension gets by SVD truncation) and an upper bound no such state can exceed; with
+--data/--dataset, the NLL of the data under the circuit's measurement distribution.
+For many qubits read log_fidelity and fidelity_per_qubit (fidelity^(1/N)).
+"""
+
+
+def _layers(value: Any, key: str) -> Any:
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _integer(1)(value, key)
+    except ConfigError:
+        raise ConfigError(f"{key} must be an integer >= 1 or 'auto'") from None
+
+
+def _fidelity(value: Any, key: str) -> float:
+    number = _number()(value, key)
+    if not 0.0 < number <= 1.0:
+        raise ConfigError(f"{key} must be a number in (0, 1], got {value!r}")
+    return number
+
+
 def _add_data_source(parser: argparse.ArgumentParser, required_hint: str) -> None:
     group = parser.add_argument_group("data", required_hint)
     group.add_argument("--data", metavar="PATH", help=TRAIN_OPTIONS["data"][3].split(" (")[0])
@@ -439,16 +470,32 @@ def build_parser() -> argparse.ArgumentParser:
     circuit = sub.add_parser("circuit", help="compile an MPS checkpoint into an OpenQASM circuit",
                              description="Compile an MPS Born machine into layers of two-qubit gates\n"
                              "(exact for bond dimension 2) written as OpenQASM with u3 and cx gates;\n"
-                             "prints the fidelity |<psi|circuit|0>|^2 per number of layers.",
-                             formatter_class=_formatter)
+                             "prints the fidelity |<psi|circuit|0>|^2 per number of layers, with the\n"
+                             "fidelity of the state truncated to the circuit's bond dimension 2^layers\n"
+                             "and a hard upper bound as references.",
+                             epilog=CIRCUIT_EXAMPLES, formatter_class=_formatter)
     circuit.add_argument("checkpoint", metavar="CHECKPOINT", help="a model.tnb file of an MPS model")
-    circuit.add_argument("--layers", type=_argparse_type(_integer(1), "--layers"), default=1, metavar="K",
-                         help="number of staircase layers (default 1)")
+    circuit.add_argument("--layers", type=_argparse_type(_layers, "--layers"), default=1, metavar="K|auto",
+                         help="number of staircase layers, or auto: add optimised layers until "
+                         "--target-fidelity (default 1)")
+    circuit.add_argument("--optimize", action="store_true",
+                         help="optimise every gate after the analytical start (polar sweeps)")
+    circuit.add_argument("--sweeps", type=_argparse_type(_integer(1), "--sweeps"), default=None, metavar="S",
+                         help="most optimisation sweeps per layer count (default 20)")
+    circuit.add_argument("--tol", type=_argparse_type(_number(0.0), "--tol"), default=None, metavar="T",
+                         help="stop sweeping when a sweep raises the log-fidelity by less than T (default 1e-6)")
+    circuit.add_argument("--target-fidelity", type=_argparse_type(_fidelity, "--target-fidelity"), default=None,
+                         metavar="F", help="with --layers auto: stop at the first layer count reaching F, "
+                         "in (0, 1]")
+    circuit.add_argument("--max-layers", type=_argparse_type(_integer(1), "--max-layers"), default=None,
+                         metavar="M", help="with --layers auto: most layers (default 8)")
     circuit.add_argument("--out", metavar="FILE.qasm", default="circuit.qasm",
                          help="where to write the program (default circuit.qasm)")
     circuit.add_argument("--qasm-version", type=int, choices=(2, 3), default=2, help="OpenQASM version (default 2)")
     circuit.add_argument("--max-bond-sim", type=_argparse_type(_integer(2, optional=True), "--max-bond-sim"),
-                         default=None, metavar="D", help="bond limit of the residual simulation (default: exact)")
+                         default=None, metavar="D", help="bond limit of the simulated residual states (default: exact)")
+    _add_data_source(circuit, "optional: data whose NLL under each circuit's measurement distribution "
+                     "is reported")
     circuit.add_argument("--json", action="store_true", help="print a JSON object instead of text")
     circuit.set_defaults(func=_run_circuit)
     return parser
@@ -495,20 +542,9 @@ def _run_inpaint(args: argparse.Namespace) -> int:
 
 
 def _run_circuit(args: argparse.Namespace) -> int:
-    import json
+    from .cli_commands.circuit import circuit_command
 
-    from .circuit import compile_checkpoint
-
-    summary = compile_checkpoint(args.checkpoint, layers=args.layers, out=args.out,
-                                 version=args.qasm_version, max_bond_sim=args.max_bond_sim)
-    if args.json:
-        print(json.dumps(summary, indent=1))
-    else:
-        print(f"{summary['num_qubits']} qubits, {summary['two_qubit_gates']} two-qubit gates "
-              f"({summary['cx_gates']} cx), written to {summary['qasm']}")
-        for k, f in enumerate(summary["fidelities"], start=1):
-            print(f"layers {k}: fidelity {f:.6f}")
-    return 0
+    return circuit_command(args)
 
 
 def _message(exc: BaseException) -> str:
