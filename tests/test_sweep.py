@@ -459,3 +459,25 @@ def test_gradient_rescale_setting_is_validated_and_used(monkeypatch):
     rules.clear()
     tnborn.SweepTrainer(model.copy(), lr=5e-3, descent_steps=1, cutoff=0.0, progress=False).fit(data, loops=1)
     assert rules == ["none"] * 2 * (6 - 2)
+
+def test_a_callback_editing_the_network_mid_sweep_is_noticed():
+    # the sweep reads the centre without the O(N) check (trusting_network); after a
+    # callback it checks again, so an outside edit of model.tn cannot leave a stale centre
+    class Scale(tnborn.Callback):
+        def on_step_end(self, trainer, info):
+            if info["step_in_half_sweep"] == 1:
+                trainer.model.tn.multiply_(2.0, spread_over="all")
+
+    data = tnborn.bars_and_stripes(2, 3)
+    model = MPSBornMachine.random(6, 2, seed=0)
+    SweepTrainer(model, lr=1e-3, descent_steps=1, cutoff=1e-10, progress=False,
+                 callbacks=[Scale()]).fit(data, loops=1)
+    with model.ignoring_center():
+        exact = float(model.log_norm())
+    assert model.center is not None
+    assert abs(float(model.log_norm()) - exact) <= tol(torch.float64, "exact")
+    total = float(torch.logsumexp(model.log_prob(all_configs(6)), 0))
+    assert abs(total) <= tol(torch.float64, "norm") * 64
+    with model.trusting_network():  # entering checks the network
+        model.tn.multiply_(2.0, spread_over="all")
+    assert model.center is None  # checked again outside

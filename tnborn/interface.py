@@ -147,6 +147,7 @@ class BornMachine(abc.ABC):
         self._structure = derive_structure(tn, site_ind_id, node_tag_id)
         self._center: Node | None = None
         self._center_marks: dict = {}
+        self._trusting = 0  # > 0 inside trusting_network()
         self._structure_changed()
         if center is not None:
             self.set_center(center)
@@ -460,7 +461,7 @@ class BornMachine(abc.ABC):
             The new centre.
         """
         self._require_tree("a canonical form")
-        self.check_network()
+        self._check_unless_trusted()
         node = self._check_node(node)
         if self._center == node:
             return
@@ -492,8 +493,33 @@ class BornMachine(abc.ABC):
         Checked against the network first (:meth:`check_network`): after an
         outside edit of :attr:`tn` it is ``None``.
         """
-        self.check_network()
+        self._check_unless_trusted()
         return self._center
+
+    def _check_unless_trusted(self) -> None:
+        if not self._trusting:
+            self.check_network()
+
+    @contextlib.contextmanager
+    def trusting_network(self):
+        """Context for code that owns the model for a while (a trainer's half-sweep).
+
+        The network is checked once on entry (:meth:`check_network`); inside,
+        :attr:`center` is read without the O(N) check, so the network must be
+        changed only through the model's methods (or :meth:`check_network`
+        called after an outside edit). Contexts nest.
+
+        Yields
+        ------
+        BornMachine
+            The model itself.
+        """
+        self.check_network()
+        self._trusting += 1
+        try:
+            yield self
+        finally:
+            self._trusting -= 1
 
     def set_center(self, node: Node | None) -> None:
         """Declare that the network is already canonical about ``node``.
@@ -735,7 +761,7 @@ class BornMachine(abc.ABC):
             ``(batch,)`` tensor of signs (real) or unit phases (complex).
         """
         chunk_size = check_integer(chunk_size, "chunk_size", 1)
-        self.check_network()
+        self._check_unless_trusted()
         xt = self.as_configurations(x)
         if xt.shape[0] <= chunk_size:
             return self._log_amplitude(xt)
@@ -772,7 +798,7 @@ class BornMachine(abc.ABC):
         torch.Tensor
             ``log Z``.
         """
-        self.check_network()
+        self._check_unless_trusted()
         return self._log_norm()
 
     def _log_norm(self) -> torch.Tensor:
@@ -880,7 +906,7 @@ class BornMachine(abc.ABC):
             ``(num_samples,)`` their exact log-probabilities.
         """
         n = check_integer(num_samples, "num_samples", 1)
-        self.check_network()
+        self._check_unless_trusted()
         gen = self._generator(seed, generator)
         x = torch.zeros((n, self.num_variables), dtype=torch.int64, device=self.device)
         mask = torch.zeros_like(x, dtype=torch.bool)
@@ -919,7 +945,7 @@ class BornMachine(abc.ABC):
             ``(batch, num_samples)`` exact ``log P(unknown | known)``.
         """
         k = check_integer(num_samples, "num_samples", 1)
-        self.check_network()
+        self._check_unless_trusted()
         xt = self.as_configurations(x)
         m = self.as_mask(mask, xt.shape[0])
         xr = xt.repeat_interleave(k, dim=0)

@@ -28,17 +28,49 @@ __all__ = ["Settings", "is_int", "is_number", "check_positive", "check_batch_siz
 
 
 def is_int(v: Any) -> bool:
-    """Whether ``v`` is an integer (not a bool)."""
+    """Whether ``v`` is an integer (not a bool).
+
+    Parameters
+    ----------
+    v : object
+        The value.
+
+    Returns
+    -------
+    bool
+        True for ``int`` values other than ``True`` and ``False``.
+    """
     return isinstance(v, int) and not isinstance(v, bool)
 
 
 def is_number(v: Any) -> bool:
-    """Whether ``v`` is a real number (not a bool)."""
+    """Whether ``v`` is a real number (not a bool).
+
+    Parameters
+    ----------
+    v : object
+        The value.
+
+    Returns
+    -------
+    bool
+        True for ``int`` and ``float`` values other than booleans.
+    """
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def check_positive(name: str, value: Any, optional: bool = False) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is a positive finite number (or None if ``optional``)."""
+    """Raise :class:`ConfigError` unless ``value`` is a positive finite number (or None if ``optional``).
+
+    Parameters
+    ----------
+    name : str
+        The setting's name, for the message.
+    value : object
+        The value to check.
+    optional : bool
+        Whether ``None`` is accepted.
+    """
     if optional and value is None:
         return
     if not (is_number(value) and math.isfinite(value) and value > 0):
@@ -46,7 +78,15 @@ def check_positive(name: str, value: Any, optional: bool = False) -> None:
 
 
 def check_batch_size(value: Any, num_samples: int | None) -> None:
-    """Raise :class:`ConfigError` unless ``value`` is None or an integer in ``[1, num_samples]``."""
+    """Raise :class:`ConfigError` unless ``value`` is None or an integer in ``[1, num_samples]``.
+
+    Parameters
+    ----------
+    value : object
+        The batch size to check (``None``: full batches).
+    num_samples : int or None
+        Number of training rows, if known.
+    """
     if value is None:
         return
     if not (is_int(value) and value >= 1):

@@ -42,8 +42,7 @@ from .callbacks import Callback
 from .local_update import GRADIENT_RESCALE_RULES, StepStats, block_gradient_steps, rescaled_gradient_steps
 from .settings import Settings, check_batch_size, check_positive, is_int, is_number
 
-__all__ = ["SweepSettings", "SweepTrainer", "block_gradient_steps", "rescaled_gradient_steps",
-           "GRADIENT_RESCALE_RULES"]
+__all__ = ["SweepSettings", "SweepTrainer", "block_gradient_steps", "rescaled_gradient_steps"]
 
 logger = logging.getLogger("tnborn")
 
@@ -519,13 +518,17 @@ class SweepTrainer(Trainer):
         t0 = time.perf_counter()
         max_disc, fallbacks, stats = 0.0, 0, StepStats()
         loop = (self.half_sweeps_done + 1) / per_loop
-        for i, (source, target) in enumerate(half):
-            info = self.update_bond(cache, source, target)
-            max_disc = max(max_disc, info["max_discarded"])
-            fallbacks += info["fallbacks"]
-            stats.add(info["steps"])
-            info.update(loop=loop, step_in_half_sweep=i)
-            self._step_done(info)
+        model = self.model
+        with model.trusting_network():  # checked once here, not at every read of the centre
+            for i, (source, target) in enumerate(half):
+                info = self.update_bond(cache, source, target)
+                max_disc = max(max_disc, info["max_discarded"])
+                fallbacks += info["fallbacks"]
+                stats.add(info["steps"])
+                info.update(loop=loop, step_in_half_sweep=i)
+                if self.callbacks:
+                    self._step_done(info)
+                    model.check_network()  # a callback may have edited model.tn
         seconds = time.perf_counter() - t0
         self.half_sweeps_done += 1
         check_agreement(self.communicator, self.model, f"after half-sweep {self.half_sweeps_done}")
