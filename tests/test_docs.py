@@ -26,6 +26,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
+
+import tnborn
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -335,12 +338,38 @@ def test_some_pages_have_code():
 @pytest.mark.parametrize("page", _pages_with_code(), ids=lambda p: p.relative_to(DOCS).as_posix())
 def test_page_code_runs(page, tmp_path, monkeypatch):
     """Run the page's ``python`` blocks in order, in one namespace, in a temporary folder."""
+    _run_page(page, tmp_path, monkeypatch)
+
+
+def _run_page(page: Path, tmp_path, monkeypatch) -> dict:
     monkeypatch.chdir(tmp_path)
+    # a page may register a geometry: keep it out of the rest of the session
+    monkeypatch.setattr(tnborn.registry, "_GEOMETRIES", dict(tnborn.registry._GEOMETRIES))
     text = tnborn_docs.resolve_conditionals(page.read_text(), gallery=False)
     namespace: dict = {"__name__": "__docs__"}
     for i, match in enumerate(_PYTHON_BLOCK.finditer(text)):
         code = compile(match.group("code"), f"{page.name}[block {i}]", "exec")
         exec(code, namespace)  # noqa: S102  (the documentation's own examples)
+    return namespace
+
+
+def test_the_geometry_of_the_adding_page_honours_the_contract(tmp_path, monkeypatch):
+    """The comb of docs/geometries/adding.md: exact log P, samplers, gradient, checkpoint, gauge moves."""
+    import contract
+
+    _run_page(DOCS / "geometries" / "adding.md", tmp_path, monkeypatch)
+    assert "comb" in tnborn.available_geometries()
+    cls = tnborn.get_geometry("comb")
+    model = cls.random(9, bond_dim=2, seed=3)
+    assert type(model) is cls and model.is_tree and cls.builds_trees
+    contract.check_log_prob(model)
+    contract.check_normalisation(model)
+    contract.check_sampler(model)
+    contract.check_conditional_sampler(model)
+    contract.check_gradient(model, torch.as_tensor(tnborn.bars_and_stripes(3, 3)[:6]).long())
+    contract.check_move_center(model)
+    contract.check_merge_split(model)
+    contract.check_checkpoint_roundtrip(model, tmp_path / "comb.tnb")
 
 
 # --------------------------------------------------------------------------- #

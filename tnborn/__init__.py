@@ -39,6 +39,8 @@ _LAZY = {
     "MPSBornMachine": "geometries",
     "TreeBornMachine": "geometries",
     "PEPSBornMachine": "geometries",
+    "NetworkBornMachine": "geometries",
+    "from_quimb": "geometries",
     "BornMachine": "interface",
     "available_geometries": "registry",
     "get_geometry": "registry",
@@ -81,7 +83,7 @@ if TYPE_CHECKING:  # pragma: no cover  (static analysers see ordinary imports)
     from .checkpoint import checkpoint_info, load, save
     from .circuit import compile_mps
     from .data import bars_and_stripes, binarize, even_parity, get_dataset, load_binary, random_binary
-    from .geometries import MPSBornMachine, PEPSBornMachine, TreeBornMachine
+    from .geometries import MPSBornMachine, NetworkBornMachine, PEPSBornMachine, TreeBornMachine, from_quimb
     from .interface import BornMachine
     from .registry import available_geometries, get_geometry, register_geometry
     from .training import (
@@ -100,6 +102,8 @@ __all__ = [
     "MPSBornMachine",
     "TreeBornMachine",
     "PEPSBornMachine",
+    "NetworkBornMachine",
+    "from_quimb",
     "SweepTrainer",
     "SweepSettings",
     "GradientTrainer",

@@ -6,7 +6,8 @@ To add a geometry, write one module here whose class subclasses
 """
 
 from .mps import MPSBornMachine
+from .network import NetworkBornMachine, from_quimb
 from .peps import PEPSBornMachine
 from .tree import TreeBornMachine
 
-__all__ = ["MPSBornMachine", "PEPSBornMachine", "TreeBornMachine"]
+__all__ = ["MPSBornMachine", "NetworkBornMachine", "PEPSBornMachine", "TreeBornMachine", "from_quimb"]

@@ -21,7 +21,17 @@ logger = logging.getLogger("tnborn")
 
 
 class Callback:
-    """Base class: every hook does nothing."""
+    """Base class: every hook does nothing.
+
+    Attributes
+    ----------
+    reads_only : bool
+        Set True in a subclass whose :meth:`on_step_end` never edits
+        ``trainer.model.tn``: the sweep then skips the network check after it
+        (:meth:`~tnborn.BornMachine.trusting_network`).
+    """
+
+    reads_only: bool = False
 
     def on_fit_start(self, trainer: Any, total_steps: int) -> None:
         """Called once before training; ``total_steps`` local updates are planned.
@@ -74,6 +84,8 @@ class ProgressBar(Callback):
     enabled : bool or None
         ``None`` (default): only when standard error is a terminal.
     """
+
+    reads_only = True
 
     def __init__(self, enabled: bool | None = None):
         self.enabled = enabled

@@ -519,6 +519,9 @@ class SweepTrainer(Trainer):
         max_disc, fallbacks, stats = 0.0, 0, StepStats()
         loop = (self.half_sweeps_done + 1) / per_loop
         model = self.model
+        # callbacks that act after every step may edit model.tn: check the network after them
+        edits_possible = any(type(cb).on_step_end is not Callback.on_step_end
+                             and not getattr(cb, "reads_only", False) for cb in self.callbacks)
         with model.trusting_network():  # checked once here, not at every read of the centre
             for i, (source, target) in enumerate(half):
                 info = self.update_bond(cache, source, target)
@@ -526,9 +529,9 @@ class SweepTrainer(Trainer):
                 fallbacks += info["fallbacks"]
                 stats.add(info["steps"])
                 info.update(loop=loop, step_in_half_sweep=i)
-                if self.callbacks:
-                    self._step_done(info)
-                    model.check_network()  # a callback may have edited model.tn
+                self._step_done(info)
+                if edits_possible:
+                    model.check_network()
         seconds = time.perf_counter() - t0
         self.half_sweeps_done += 1
         check_agreement(self.communicator, self.model, f"after half-sweep {self.half_sweeps_done}")

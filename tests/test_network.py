@@ -1,0 +1,145 @@
+"""Networks no built-in geometry makes, through :func:`tnborn.from_quimb` (issue 12 acceptance).
+
+The reference is the user's own quimb network, contracted by quimb with numpy
+arrays: independent of tnborn's contraction code.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import quimb.tensor as qtn
+import torch
+
+import tnborn
+from tnborn.errors import ConfigError
+
+from conftest import all_configs, assert_samples_match, config_index
+from tolerances import rounding_bound
+
+
+def irregular_tree(seed: int = 3) -> qtn.TensorNetwork:
+    """A tree of 7 nodes on 11 variables, physical indices on inner nodes, one node without any."""
+    rng = np.random.default_rng(seed)
+    parent = {1: 0, 2: 0, 3: 1, 4: 1, 5: 2, 6: 5}
+    owner = {0: 1, 1: 1, 2: 0, 3: 3, 4: 3, 5: 3, 6: 4, 7: 5, 8: 6, 9: 6, 10: 0}  # node 2 carries none
+    bond = {1: 3, 2: 2, 3: 2, 4: 3, 5: 2, 6: 3}
+    tensors = []
+    for node in range(7):
+        inds = [f"e{node}"] if node in parent else []
+        inds += [f"e{c}" for c, p in parent.items() if p == node]
+        inds += [f"k{v}" for v, o in owner.items() if o == node]
+        shape = [bond[int(ix[1:])] if ix.startswith("e") else 2 for ix in inds]
+        tensors.append(qtn.Tensor(rng.normal(size=shape) + 0.3, inds=inds, tags={f"T{node}"}))
+    return qtn.TensorNetwork(tensors)
+
+
+def renamed_peps(seed: int = 1) -> qtn.TensorNetwork:
+    """A 3x3 ``PEPS.rand`` with its physical indices renamed ``x0 .. x8`` (row-major)."""
+    peps = qtn.PEPS.rand(3, 3, bond_dim=2, seed=seed, dtype="float64")
+    return peps.reindex({f"k{i},{j}": f"x{3 * i + j}" for i in range(3) for j in range(3)})
+
+
+def reference_log_probs(tn: qtn.TensorNetwork, site_ind_id: str, n: int) -> np.ndarray:
+    """log P of every configuration (all_configs order) by quimb on the numpy network."""
+    out = [site_ind_id.format(v) for v in range(n)]
+    psi = tn.contract(all, output_inds=out, preserve_tensor=True).transpose(*out).data.reshape(-1)
+    w = np.abs(psi) ** 2
+    return np.log(w) - np.log(w.sum())
+
+
+CASES = {
+    "tree11": (irregular_tree, "k{}", 11),
+    "peps3x3": (renamed_peps, "x{}", 9),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_probabilities_equal_enumeration_and_sum_to_one(case):
+    build, ids, n = CASES[case]
+    tn = build()
+    model = tnborn.from_quimb(tn, site_ind_id=ids)
+    assert model.num_variables == n and model.geometry == "network"
+    assert model.is_tree == (case == "tree11")
+    logp = model.log_prob(all_configs(n))
+    ref = torch.from_numpy(reference_log_probs(tn, ids, n))
+    # log P is a log of a sum of ~(bond^edges) products: relative rounding, scaled by the size
+    bound = rounding_bound(torch.float64, 2**n * 50)
+    assert float((logp - ref).abs().max()) <= max(bound, 1e-12) and bound <= 1e-9
+    assert abs(float(torch.logsumexp(logp, 0))) <= rounding_bound(torch.float64, 2**n)
+    if model.is_tree:  # the canonical form derived generically gives the same numbers
+        for node in model.nodes():
+            model.move_center(node)
+            assert float((model.log_prob(all_configs(n)) - ref).abs().max()) <= max(bound, 1e-12)
+
+
+def test_the_callers_network_is_not_touched():
+    tn = irregular_tree()
+    before = [t.data.copy() for t in tn]
+    model = tnborn.from_quimb(tn)
+    model.move_center(4)
+    assert all(np.array_equal(a, t.data) for a, t in zip(before, tn))
+    assert all(isinstance(t.data, np.ndarray) for t in tn)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_samples_pass_chi_square(case):
+    build, ids, n = CASES[case]
+    model = tnborn.from_quimb(build(), site_ind_id=ids)
+    if model.is_tree:
+        model.move_center(2)  # sampling from the canonical centre
+    logp = model.log_prob(all_configs(n))
+    samples, sample_logp = model.sample(4000, seed=11)
+    idx = torch.arange(2**n)
+    assert_samples_match(samples, idx, logp)
+    torch.testing.assert_close(sample_logp, logp[config_index(samples)], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_checkpoint_round_trips(case, tmp_path):
+    build, ids, n = CASES[case]
+    model = tnborn.from_quimb(build(), site_ind_id=ids)
+    path = tnborn.save(tmp_path / "m.tnb", model)
+    again = tnborn.load(path)
+    assert type(again) is tnborn.NetworkBornMachine and again.site_ind_id == ids
+    x = all_configs(n)
+    torch.testing.assert_close(again.log_prob(x), model.log_prob(x), rtol=0, atol=1e-12)
+    assert [again.node_tensor(v).inds for v in again.nodes()] == [model.node_tensor(v).inds for v in model.nodes()]
+
+
+def test_sweep_trainer_lowers_the_nll_of_the_tree():
+    model = tnborn.from_quimb(irregular_tree())
+    data = tnborn.random_binary(60, 11, seed=4)
+    before = float(model.nll(data))
+    trainer = tnborn.SweepTrainer(model, lr=1e-2, descent_steps=5, cutoff=1e-10, max_bond=8, progress=False)
+    history = trainer.fit(data, loops=2)
+    after = float(model.nll(data))
+    assert after < before - 0.1
+    assert history[-1]["train_nll"] == pytest.approx(after, abs=1e-9)
+    trained = qtn.TensorNetwork([qtn.Tensor(t.data.numpy(), inds=t.inds) for t in model.tn])
+    ref = reference_log_probs(trained, "k{}", 11)  # the trained network, contracted by quimb in numpy
+    assert np.max(np.abs(model.log_prob(all_configs(11)).numpy() - ref)) <= 1e-9
+
+
+def test_gradient_trainer_lowers_the_nll_of_the_peps():
+    model = tnborn.from_quimb(renamed_peps(), site_ind_id="x{}")
+    data = tnborn.random_binary(40, 9, seed=5)
+    before = float(model.nll(data))
+    tnborn.GradientTrainer(model, lr=0.05, progress=False).fit(data, epochs=20)
+    assert float(model.nll(data)) < before - 0.1
+    with pytest.raises(ConfigError, match="not a tree.*GradientTrainer"):
+        tnborn.SweepTrainer(model, progress=False)
+    with pytest.raises(NotImplementedError, match="loop"):
+        model.move_center(0)
+
+
+def test_bad_networks_get_clear_errors():
+    with pytest.raises(ConfigError, match="TensorNetwork"):
+        tnborn.from_quimb([np.ones(2)])
+    tn = irregular_tree()
+    with pytest.raises(ConfigError, match="physical"):  # wrong template: open indices not physical
+        tnborn.from_quimb(tn, site_ind_id="q{}")
+    bad = tn.copy()
+    next(iter(bad)).modify(data=np.full(next(iter(bad)).shape, np.nan))
+    with pytest.raises(ConfigError, match="NaN|finite"):
+        tnborn.from_quimb(bad)
