@@ -143,3 +143,23 @@ def test_bad_networks_get_clear_errors():
     next(iter(bad)).modify(data=np.full(next(iter(bad)).shape, np.nan))
     with pytest.raises(ConfigError, match="NaN|finite"):
         tnborn.from_quimb(bad)
+
+
+def test_a_network_too_large_to_contract_is_refused_before_any_work(monkeypatch):
+    import tnborn.contraction as contraction
+
+    model = tnborn.from_quimb(renamed_peps(), site_ind_id="x{}")
+    float(model.log_norm())  # fits the default limit
+    # the 3x3 doubled PEPS needs intermediates of more than 2^6 entries: with that limit it is refused
+    monkeypatch.setattr(contraction, "MAX_INTERMEDIATE_ENTRIES", 2**6)
+    calls = []
+    monkeypatch.setattr(contraction.torch, "einsum", lambda *a, **k: calls.append(a))
+    with pytest.raises(ConfigError, match="too large to contract exactly"):
+        model.log_norm()
+    with pytest.raises(ConfigError, match="too large to contract exactly"):
+        model.log_prob(all_configs(9)[:4])
+    assert not calls  # no contraction was started
+    big = tnborn.from_quimb(qtn.PEPS.rand(6, 6, bond_dim=8, seed=0), site_ind_id="k{},{}")
+    monkeypatch.setattr(contraction, "MAX_INTERMEDIATE_ENTRIES", 2**28)
+    with pytest.raises(ConfigError, match=r"2\^3\d"):
+        big.log_norm()

@@ -15,11 +15,18 @@ whole batch of amplitudes or marginals exactly.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 
 import torch
 
-__all__ = ["contract_log_scaled", "contraction_path", "onehot"]
+from .errors import ConfigError
+
+__all__ = ["contract_log_scaled", "contraction_path", "onehot", "MAX_INTERMEDIATE_ENTRIES"]
+
+#: Largest intermediate (entries) an exact contraction may form: 2^28 entries
+#: (2 GiB of float64). A network whose path needs more is refused before any work.
+MAX_INTERMEDIATE_ENTRIES = 2**28
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -38,6 +45,27 @@ def _cached_path(
         return ()
     tree = ctg.array_contract_tree(list(inputs), output, size_dict, optimize=optimize)
     return tuple(tuple(p) for p in tree.get_path())
+
+
+@functools.lru_cache(maxsize=512)
+def _largest_intermediate(
+    inputs: tuple[tuple[str, ...], ...],
+    output: tuple[str, ...],
+    sizes: tuple[tuple[str, int], ...],
+    path: tuple[tuple[int, int], ...],
+) -> int:
+    """Entries of the largest tensor formed along ``path`` (index bookkeeping only)."""
+    size_dict = dict(sizes)
+    stack = [tuple(term) for term in inputs]
+    largest = max(math.prod(size_dict[ix] for ix in term) for term in stack)
+    for i, j in path:
+        a, b = sorted((i, j))
+        tb, ta = stack.pop(b), stack.pop(a)
+        remaining = {ix for term in stack for ix in term} | set(output)
+        new = tuple(dict.fromkeys(ix for ix in ta + tb if ix in remaining))
+        largest = max(largest, math.prod(size_dict[ix] for ix in new))
+        stack.append(new)
+    return largest
 
 
 def contraction_path(
@@ -148,6 +176,16 @@ def contract_log_scaled(
         for ix, d in zip(term, arr.shape):
             size_dict[ix] = int(d)
     path = contraction_path(inputs, output, size_dict, optimize)
+    used = {ix for term in inputs for ix in term}
+    largest = _largest_intermediate(tuple(inputs), output, tuple(sorted((ix, size_dict[ix]) for ix in used)),
+                                    path)
+    if largest > MAX_INTERMEDIATE_ENTRIES:
+        raise ConfigError(
+            f"exact contraction of this network needs an intermediate of {largest:.3g} entries "
+            f"(2^{math.log2(largest):.1f}; the limit is 2^{math.log2(MAX_INTERMEDIATE_ENTRIES):.0f}, "
+            "tnborn.contraction.MAX_INTERMEDIATE_ENTRIES): the network is too large to contract "
+            "exactly (a smaller bond dimension or grid, or a network without loops)"
+        )
 
     real = arrays[0].real.dtype if arrays[0].is_complex() else arrays[0].dtype
     device = arrays[0].device
