@@ -175,10 +175,10 @@ def contract_log_scaled(
             raise ValueError(f"array of shape {tuple(arr.shape)} given indices {term}")
         for ix, d in zip(term, arr.shape):
             size_dict[ix] = int(d)
-    path = contraction_path(inputs, output, size_dict, optimize)
-    used = {ix for term in inputs for ix in term}
-    largest = _largest_intermediate(tuple(inputs), output, tuple(sorted((ix, size_dict[ix]) for ix in used)),
-                                    path)
+    key_inputs = tuple(inputs)
+    sizes = tuple(sorted(size_dict.items()))
+    path = _cached_path(key_inputs, output, sizes, optimize)
+    largest = _largest_intermediate(key_inputs, output, sizes, path)
     if largest > MAX_INTERMEDIATE_ENTRIES:
         raise ConfigError(
             f"exact contraction of this network needs an intermediate of {largest:.3g} entries "

@@ -521,6 +521,37 @@ class BornMachine(abc.ABC):
         finally:
             self._trusting -= 1
 
+    def normalize(self) -> None:
+        """Rescale the network so that ``Z = 1``.
+
+        A geometry that always builds trees (``builds_trees``) is brought into
+        canonical form (about the last node, if no centre is known) and its
+        centre tensor divided by its norm; any other network has every tensor
+        rescaled by the same factor (no gauge change, no centre).
+
+        Raises
+        ------
+        NumericalError
+            If ``log Z`` is not finite (uniform rescaling).
+        """
+        if type(self).builds_trees:
+            center = self.center
+            if center is None:
+                center = self._structure.nodes[-1]
+                self.move_center(center)
+            t = self.node_tensor(center)
+            t.modify(data=t.data / torch.linalg.vector_norm(t.data))
+            self._center_moved(center, (center,))
+            return
+        log_z = float(self.log_norm())
+        if not math.isfinite(log_z):
+            raise NumericalError(f"cannot normalise: log Z = {log_z}")
+        factor = math.exp(-log_z / (2 * len(self._structure.nodes)))
+        for node in self._structure.nodes:
+            t = self.node_tensor(node)
+            t.modify(data=t.data * factor)
+        self.drop_center()
+
     def set_center(self, node: Node | None) -> None:
         """Declare that the network is already canonical about ``node``.
 

@@ -312,16 +312,6 @@ class MPSBornMachine(BornMachine):
                 t.transpose_(*lpr)
                 t.modify(data=t.data.contiguous())
 
-    def normalize(self) -> None:
-        """Rescale to ``Z = 1`` (moves the centre to the last site if unknown)."""
-        center = self.center
-        if center is None:
-            center = len(self._tensors) - 1
-            self.move_center(center)
-        t = self._tensors[center]
-        t.modify(data=t.data / torch.linalg.vector_norm(t.data))
-        self._center_moved(center, (center,))
-
     # ----------------------------------------------------------- fast two-site update
     def _block_inds(self, k: int) -> tuple[str | None, str, str, str | None]:
         """``(left bond, phys k, phys k+1, right bond)`` of the block on bond ``k`` (None at the ends)."""

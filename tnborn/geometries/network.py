@@ -174,26 +174,6 @@ class NetworkBornMachine(BornMachine):
             tensors.append(qtn.Tensor(a.to(device=dev, dtype=dt), inds=t.inds, tags=tags))
         return cls(qtn.TensorNetwork(tensors, virtual=True), site_ind_id=site_ind_id)
 
-    def normalize(self) -> None:
-        """Rescale every tensor by the same factor so that ``Z = 1`` (no gauge change).
-
-        Raises
-        ------
-        NumericalError
-            If ``log Z`` is not finite.
-        """
-        center = self.center
-        log_z = float(self.log_norm())
-        if not math.isfinite(log_z):
-            raise NumericalError(f"cannot normalise: log Z = {log_z}")
-        nodes = self.nodes()
-        factor = math.exp(-log_z / (2 * len(nodes)))
-        for node in nodes:
-            t = self.node_tensor(node)
-            t.modify(data=t.data * factor)
-        if center is not None:  # a uniform rescaling keeps every isometry up to the same factor
-            self.drop_center()
-
     def config(self) -> dict[str, Any]:
         """Construction parameters: the physical-index template and every node's indices and tags.
 

@@ -300,16 +300,6 @@ class PEPSBornMachine(BornMachine):
                 arrays[k] = a.permute(*[lay.index(c) for c in want])
         return cls(arrays, config.get("image_shape") or grid_shape(n))
 
-    def normalize(self) -> None:
-        """Rescale every tensor by the same factor so that ``Z = 1`` (no gauge change)."""
-        log_z = float(self.log_norm())
-        if not math.isfinite(log_z):
-            raise NumericalError(f"cannot normalise: log Z = {log_z}")
-        factor = math.exp(-log_z / (2 * len(self._nodes)))
-        for node in self.nodes():
-            t = self.node_tensor(node)
-            t.modify(data=t.data * factor)
-
     # ----------------------------------------------------------- structure
     @property
     def tn(self) -> qtn.PEPS:

@@ -566,16 +566,6 @@ class TreeBornMachine(BornMachine):
         for n in changed:
             self._set(n, arrays[n])
 
-    def normalize(self) -> None:
-        """Rescale to ``Z = 1`` (canonicalises towards the root first if no centre is known)."""
-        center = self.center
-        if center is None:
-            center = self.root
-            self.move_center(center)
-        c = self._data(center)
-        self._set(center, c / torch.linalg.vector_norm(c))
-        self._center_moved(center, (center,))
-
     def split(
         self,
         block: TwoSiteBlock,
