@@ -120,7 +120,7 @@ def settings_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def train_mnist(train: np.ndarray, test: np.ndarray | None, s: dict[str, Any], env: dict[str, Any],
                 progress: bool = True) -> tuple[Any, Any]:
-    """Train with the authors' two phases.
+    """Train with the authors' two phases (one per-loop schedule).
 
     Parameters
     ----------
@@ -152,16 +152,14 @@ def train_mnist(train: np.ndarray, test: np.ndarray | None, s: dict[str, Any], e
                                              dtype=env["dtype"], device=env["device"])
     bar = C.BondProgress(s["loops"] * 2 * (train.shape[1] - 2), f"MNIST Dmax={s['max_bond']}", enabled=progress)
     st, mn = s["start"], s["main"]
-    trainer = tnborn.SweepTrainer(model, lr=st["lr"], descent_steps=s["descent_steps"],
-                                  batch_size=st["batch_size"], cutoff=st["cutoff"], max_bond=s["max_bond"],
-                                  min_bond=s["min_bond"], seed=s["seed"], progress=False, callbacks=[bar])
+    # the authors' two phases as per-loop schedules: the start loop(s), then the main values
+    schedule = {key: [st.get(key, "none")] * st["loops"] + [mn.get(key, "none")]
+                for key in ("lr", "cutoff", "batch_size", "gradient_rescale")}
+    trainer = tnborn.SweepTrainer(model, descent_steps=s["descent_steps"], max_bond=s["max_bond"],
+                                  min_bond=s["min_bond"], seed=s["seed"], progress=False, callbacks=[bar],
+                                  **schedule)
     try:
-        first = min(st["loops"], s["loops"])
-        if first:
-            trainer.fit(train, first, test_data=test)
-        if s["loops"] > first:
-            trainer.fit(train, s["loops"] - first, test_data=test, lr=mn["lr"], cutoff=mn["cutoff"],
-                        batch_size=mn["batch_size"], gradient_rescale=mn.get("gradient_rescale", "none"))
+        trainer.fit(train, s["loops"], test_data=test)
     finally:
         bar.close()
     return model, trainer

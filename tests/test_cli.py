@@ -150,7 +150,7 @@ PEPS_ARGS = ["--geometry", "peps", "--rows", "2", "--cols", "2", "--threads", "1
 def peps_run(tmp_path_factory) -> Path:
     """Output folder of `tnborn train --geometry peps` on 2 x 2 bars-and-stripes, 30 epochs."""
     out = tmp_path_factory.mktemp("cli-peps") / "run"
-    assert main(["train", *PEPS_ARGS, "--epochs", "30", "--out", str(out)]) == 0
+    assert main(["train", *PEPS_ARGS, "--lr", "0.1", "--epochs", "30", "--out", str(out)]) == 0
     return out
 
 
@@ -183,7 +183,7 @@ def test_train_peps_uses_the_gradient_trainer(peps_run):
 
 def test_gradient_resume_matches_one_run(peps_run, tmp_path):
     first, second = tmp_path / "first", tmp_path / "second"
-    assert main(["train", *PEPS_ARGS, "--epochs", "20", "--out", str(first)]) == 0
+    assert main(["train", *PEPS_ARGS, "--lr", "0.1", "--epochs", "20", "--out", str(first)]) == 0
     assert main(["train", "--resume", str(first / "model.tnb"), "--epochs", "10", "--threads", "1",
                  "--quiet", "--out", str(second)]) == 0
     resumed = json.loads((second / "history.json").read_text())

@@ -167,3 +167,10 @@ def test_trainer_history_counts_the_guard_and_resumes_bit_exactly():
     for n in model.nodes():
         assert torch.equal(model.node_tensor(n).data, resumed.model.node_tensor(n).data)
     assert resumed.step_stats == trainer.step_stats
+
+
+def test_the_settings_name_exactly_the_rules_of_the_local_update():
+    from tnborn.training.local_update import RULES
+    from tnborn.training.settings import GRADIENT_RESCALE_RULES
+
+    assert tuple(RULES) == GRADIENT_RESCALE_RULES

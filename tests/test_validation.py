@@ -684,7 +684,7 @@ CASES: list[Case] = [
          DataError, r"threshold must be a finite real number"),
     # ---------------------------------------------------------------- command line
     Case("tnborn train", "--lr 0", lambda c: _train(c, "--lr", "0"), EXIT2, r"lr must be a positive finite number"),
-    Case("tnborn train", "--lr -1", lambda c: _train(c, "--lr", "-1"), EXIT2, r"--lr.*must be >= 0"),
+    Case("tnborn train", "--lr -1", lambda c: _train(c, "--lr", "-1"), EXIT2, r"--lr must be a positive finite number"),
     Case("tnborn train", "--steps 0", lambda c: _train(c, "--steps", "0"), EXIT2, r"--steps.*integer >= 1"),
     Case("tnborn train", "--cutoff 1", lambda c: _train(c, "--cutoff", "1"), EXIT2, r"cutoff must be in \[0, 1\)"),
     Case("tnborn train", "--max-bond 2 --min-bond 3", lambda c: _train(c, "--max-bond", "2", "--min-bond", "3"),

@@ -19,14 +19,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._version import __version__
+from .cli_commands._settings import setting_options
 from .errors import ConfigError, TnbornError
 
-__all__ = ["main", "build_parser", "load_config", "resolve_train_options", "TRAIN_OPTIONS"]
+__all__ = ["main", "build_parser", "load_config", "resolve_train_options", "TRAIN_OPTIONS", "RUN_OPTIONS",
+           "SETTING_OPTIONS"]
 
 PROG = "tnborn"
 DTYPES = ("float64", "float32", "complex128", "complex64")
 TRAINERS = ("auto", "sweep", "gradient")
-OPTIMIZERS = ("adam", "sgd")
 SIDES = ("left", "right", "top", "bottom")
 
 
@@ -107,8 +108,9 @@ def _argparse_type(convert: Callable[[Any, str], Any], key: str) -> Callable[[st
 # the options of `tnborn train` (each is a flag and a config-file key)
 # --------------------------------------------------------------------------
 
-#: key -> (converter, default, metavar, help). The flag is ``--key`` with ``-`` for ``_``.
-TRAIN_OPTIONS: dict[str, tuple[Callable[[Any, str], Any], Any, str | None, str]] = {
+#: key -> (converter, default, metavar, help) of the options that are not trainer
+#: settings. The flag is ``--key`` with ``-`` for ``_``.
+RUN_OPTIONS: dict[str, tuple[Callable[[Any, str], Any], Any, str | None, str]] = {
     # data
     "data": (_text(), None, "PATH", "training data: .npy, .npz or MNIST IDX file of 0/1 rows "
              "(default: the bars-and-stripes data set)"),
@@ -131,23 +133,15 @@ TRAIN_OPTIONS: dict[str, tuple[Callable[[Any, str], Any], Any, str | None, str]]
     "dtype": (_text(DTYPES), "float64", "DTYPE", f"{', '.join(DTYPES)} (default float64)"),
     "device": (_text(), "cpu", "DEVICE", "cpu, cuda, cuda:N or auto (default cpu)"),
     # training, both trainers
-    "trainer": (_text(TRAINERS), "auto", "NAME", "sweep (two-site sweep, tree geometries: mps, tree), "
+    "trainer": (_text(TRAINERS), "auto", "NAME", "sweep (two-site sweep, tree-shaped geometries), "
                 "gradient (torch optimiser on all tensors, any geometry) or auto: sweep when the "
                 "geometry is a tree, else gradient (default auto)"),
-    "lr": (_number(0.0), 0.1, "LR", "learning rate (default 0.1)"),
-    "steps": (_integer(1), 10, "K", "gradient steps per bond (default 10)"),
-    "batch_size": (_integer(1, optional=True), None, "B", "mini-batch size (default: the whole training set)"),
-    "cutoff": (_number(0.0), 5e-5, "EPS", "relative singular-value cutoff (default 5e-5)"),
-    "max_bond": (_integer(1, optional=True), None, "D", "largest bond dimension (default: unbounded)"),
-    "min_bond": (_integer(1), 1, "D", "smallest bond dimension kept by a split (default 1)"),
-    "svd_method": (_text(("svd", "svd:eig")), "svd", "METHOD", "svd or svd:eig (default svd)"),
-    "loops": (_integer(0), 4, "L", "sweeps to train (with --resume: additional sweeps; default 4)"),
-    # gradient-trainer settings
-    "optimizer": (_text(OPTIMIZERS), "adam", "NAME", "adam or sgd (default adam)"),
-    "epochs": (_integer(0), 100, "E", "epochs to train (with --resume: additional epochs; default 100)"),
     "seed": (_integer(0), 0, "S", "seed of the initialisation, batches and samples (default 0)"),
     "threads": (_integer(1, optional=True), None, "N", "torch CPU threads (default min(4, cores), "
                 "or $TNBORN_NUM_THREADS)"),
+    # fit arguments of one trainer
+    "loops": (_integer(0), 4, "L", "sweeps to train (with --resume: additional sweeps; default 4)"),
+    "epochs": (_integer(0), 100, "E", "epochs to train (with --resume: additional epochs; default 100)"),
     # run control
     "checkpoint_every": (_integer(1, optional=True), None, "L", "also save model.tnb every L loops "
                          "(epochs with the gradient trainer)"),
@@ -160,6 +154,16 @@ TRAIN_OPTIONS: dict[str, tuple[Callable[[Any, str], Any], Any, str | None, str]]
     "quiet": (_flag, False, None, "no progress bar and no output except errors"),
     "nproc": (_integer(1), 1, "N", "data-parallel training in N local processes (torch.distributed: "
               "gloo on CPU, NCCL on CUDA; ignored under torchrun, which sets the process count; default 1)"),
+}
+
+#: The options generated from the settings dataclasses (:mod:`tnborn.cli_commands._settings`).
+#: Their default here is None: a setting not given keeps the trainer's own default.
+SETTING_OPTIONS = setting_options()
+
+#: Every option of ``tnborn train``: key -> (converter, default, metavar, help).
+TRAIN_OPTIONS: dict[str, tuple[Callable[[Any, str], Any], Any, str | None, str]] = {
+    **RUN_OPTIONS,
+    **{key: (opt.convert, None, opt.metavar, opt.help) for key, opt in SETTING_OPTIONS.items()},
 }
 
 
@@ -246,6 +250,10 @@ examples:
   tnborn train --dataset bars-and-stripes --rows 3 --cols 4 --loops 2 --out runs/bas34
   tnborn train --data mnist1k_train_thr50.npy --lr 1e-3 --batch-size 50 --max-bond 100 \\
                --loops 10 --test-data mnist1k_other_thr50.npy --checkpoint-every 1
+  tnborn train --data mnist1k_train_thr50.npy --cutoff 0.3,5e-5 --lr 0.05,1e-3 \\
+               --batch-size 100,50 --max-bond 30 --loops 10
+                                                 # the authors' MNIST schedule: a start loop,
+                                                 # then the values after the comma
   tnborn train --config run.toml --loops 8      # flags override the file's values
   tnborn train --resume runs/bas34/model.tnb --loops 2 --out runs/bas34-more
   tnborn train --geometry peps --rows 3 --cols 3 --epochs 200 --out runs/peps33
@@ -255,7 +263,7 @@ examples:
 config file (TOML): every option above as a key with underscores, e.g.
   data = "mnist1k_train_thr50.npy"
   max_bond = 100
-  batch_size = 50
+  batch_size = [100, 50]                         # per loop: a start loop of 100, then 50
 
 output folder: model.tnb (checkpoint with trainer state), samples.png (64 samples),
 nll.png (NLL per half-sweep), history.json, summary.json.
@@ -374,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     # train --------------------------------------------------------------
     train = sub.add_parser(
         "train", help="train a Born machine and write checkpoint, plots and history",
-        description="Train a Born machine with the two-site sweep of Han et al. (tree geometries:\n"
-        "mps, tree) or, with --trainer gradient and for geometries with loops (peps), with a\n"
+        description="Train a Born machine with the two-site sweep of Han et al. (tree-shaped\n"
+        "geometries) or, with --trainer gradient and for geometries with loops, with a\n"
         "torch optimiser on all tensors at once (--optimizer, --epochs).\n"
         "With no arguments: 4x4 bars-and-stripes with the authors' settings (lr 0.1, 10 steps\n"
         "per bond, full batch, cutoff 5e-5, no maximum bond dimension), 4 loops, seed 0.",
@@ -391,12 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
         "gradient": train.add_argument_group("gradient trainer"),
         "run": train.add_argument_group("run"),
     }
+    shared = tuple(k for k, o in SETTING_OPTIONS.items() if len(o.trainers) > 1)
     sections = {
         "data": ("data", "key", "threshold", "test_data", "test_key", "dataset", "rows", "cols", "dataset_size"),
         "model": ("geometry", "bond_dim", "dtype", "device"),
-        "training": ("trainer", "lr", "batch_size", "seed", "threads"),
-        "sweep": ("steps", "cutoff", "max_bond", "min_bond", "svd_method", "loops"),
-        "gradient": ("optimizer", "epochs"),
+        "training": ("trainer", *shared, "seed", "threads"),
+        "sweep": (*(k for k, o in SETTING_OPTIONS.items() if o.trainers == ("sweep",)), "loops"),
+        "gradient": (*(k for k, o in SETTING_OPTIONS.items() if o.trainers == ("gradient",)), "epochs"),
         "run": ("checkpoint_every", "early_stop", "resume", "out", "overwrite", "quiet", "nproc"),
     }
     for section, keys in sections.items():

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ._settings import flag_of_fields
 
 __all__ = [
     "LoadedData",
@@ -276,10 +277,8 @@ def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> Path:
 
 
 #: API names in messages -> the flag that sets them on the command line.
-_FLAG_OF = {"descent_steps": "--steps", "num_samples": "--num-samples", "batch_size": "--batch-size",
-            "max_bond": "--max-bond", "min_bond": "--min-bond", "svd_method": "--svd-method",
-            "lr": "--lr", "cutoff": "--cutoff", "threshold": "--threshold", "key": "--key",
-            "seed": "--seed", "optimizer": "--optimizer", "early_stop": "--early-stop"}
+_FLAG_OF = {**flag_of_fields(), "num_samples": "--num-samples", "threshold": "--threshold", "key": "--key",
+            "early_stop": "--early-stop"}
 _NAMES = "|".join(sorted(_FLAG_OF, key=len, reverse=True))
 _PASS = re.compile(rf"\bpass ({_NAMES})=")
 _SETTING = re.compile(rf"(?<![\w.-])({_NAMES})(?= \(| must )")

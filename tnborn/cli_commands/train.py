@@ -26,30 +26,16 @@ from ._common import (
     reference_line,
     stored_image_shape,
 )
+from ._settings import RUN_FIELDS, only_for, trainer_keys
 
 __all__ = ["train_command", "SETTING_KEYS", "GRADIENT_SETTING_KEYS", "default_out_dir"]
 
-#: Command-line option -> field of :class:`tnborn.SweepSettings`.
-SETTING_KEYS = {
-    "lr": "lr",
-    "steps": "descent_steps",
-    "batch_size": "batch_size",
-    "cutoff": "cutoff",
-    "max_bond": "max_bond",
-    "min_bond": "min_bond",
-    "svd_method": "svd_method",
-    "seed": "seed",
-}
-#: Command-line option -> field of :class:`tnborn.GradientSettings`.
-GRADIENT_SETTING_KEYS = {
-    "optimizer": "optimizer",
-    "lr": "lr",
-    "batch_size": "batch_size",
-    "seed": "seed",
-}
+#: Command-line option -> field of :class:`tnborn.SweepSettings` (generated from the dataclass).
+SETTING_KEYS = trainer_keys("sweep")
+#: Command-line option -> field of :class:`tnborn.GradientSettings` (generated from the dataclass).
+GRADIENT_SETTING_KEYS = trainer_keys("gradient")
 #: Options that only one trainer reads (an explicit one with the other trainer is an error).
-_ONLY_FOR = {"sweep": ("steps", "cutoff", "max_bond", "min_bond", "svd_method", "loops"),
-             "gradient": ("optimizer", "epochs")}
+_ONLY_FOR = only_for()
 _TRAINER_CLASSES = {"sweep": "SweepTrainer", "gradient": "GradientTrainer"}
 _DATA_KEYS = ("data", "key", "threshold", "dataset", "rows", "cols", "dataset_size", "data_seed")
 NUM_SAMPLES_PLOTTED = 64
@@ -173,7 +159,8 @@ def _build(options: Mapping[str, Any], explicit: set[str], num_variables: int, s
     keys = SETTING_KEYS if kind == "sweep" else GRADIENT_SETTING_KEYS
     trainer_cls = tnborn.SweepTrainer if kind == "sweep" else tnborn.GradientTrainer
     if stored is None:
-        settings = {field: options[key] for key, field in keys.items()}
+        # a setting not given keeps the trainer's own default
+        settings = {field: options[key] for key, field in keys.items() if key in explicit or key in RUN_FIELDS}
         return model, trainer_cls(model, progress=progress, communicator=communicator, **settings), {}
     trainer = trainer_cls(model, progress=progress, communicator=communicator)
     trainer.load_state_dict(stored["state"])

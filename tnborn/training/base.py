@@ -431,8 +431,8 @@ def fit(model: Any, data: Any, loops: int = 2, test_data: Any = None, progress: 
     progress : bool or None
         Progress bar: ``False`` (default), ``True``, or ``None`` (on a terminal).
     **settings
-        Fields of :class:`~tnborn.training.sweep.SweepSettings` or
-        :class:`~tnborn.training.gradient.GradientSettings` (lists: per-loop schedules).
+        Fields of :class:`~tnborn.training.settings.SweepSettings` or
+        :class:`~tnborn.training.settings.GradientSettings` (lists: per-loop schedules).
 
     Returns
     -------

@@ -27,7 +27,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -38,68 +37,11 @@ from ..errors import ConfigError, DataError, NumericalError
 from ..interface import BornMachine
 from .base import Trainer
 from .callbacks import Callback
-from .settings import Settings, check_batch_size, check_positive, is_int, is_number
+from .settings import GradientSettings
 
 __all__ = ["GradientSettings", "GradientTrainer", "batch_nll", "rescale_to_unit_norm"]
 
 logger = logging.getLogger("tnborn")
-
-_OPTIMIZERS = ("adam", "sgd")
-
-
-@dataclass
-class GradientSettings(Settings):
-    """Hyper-parameters of :class:`GradientTrainer`.
-
-    The fields marked *per epoch* accept a list, one value per epoch (the last
-    one kept): see :mod:`tnborn.training.settings`.
-
-    Attributes
-    ----------
-    optimizer : str
-        'adam' (default) or 'sgd'.
-    lr : float
-        Learning rate (per epoch).
-    batch_size : int or None
-        Mini-batch size; None uses the whole training set every step. An epoch
-        is one pass over a fresh shuffle of the data (the last batch of an
-        epoch may be smaller) (per epoch).
-    momentum : float
-        SGD momentum in [0, 1), ignored by Adam (per epoch).
-    grad_clip : float or None
-        If set, the gradient of all tensors together is rescaled to at most
-        this 2-norm before each step (per epoch).
-    seed : int
-        Seed of the mini-batch shuffling.
-    """
-
-    optimizer: str = "adam"
-    lr: Any = 0.01
-    batch_size: Any = None
-    momentum: Any = 0.0
-    grad_clip: Any = None
-    seed: int = 0
-
-    schedulable = ("lr", "batch_size", "momentum", "grad_clip")
-
-    def check(self, num_samples: int | None = None) -> None:
-        """Check one epoch's values, raising :class:`~tnborn.errors.ConfigError` on the first bad one.
-
-        Parameters
-        ----------
-        num_samples : int, optional
-            Training-set size, to check ``batch_size`` against.
-        """
-        if self.optimizer not in _OPTIMIZERS:
-            raise ConfigError(f"optimizer must be one of {list(_OPTIMIZERS)}, got {self.optimizer!r}")
-        check_positive("lr", self.lr)
-        if not (is_number(self.momentum) and 0.0 <= self.momentum < 1.0):
-            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum!r}")
-        check_positive("grad_clip", self.grad_clip, optional=True)
-        check_batch_size(self.batch_size, num_samples)
-        if not is_int(self.seed):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-
 
 def batch_nll(model: BornMachine, x: torch.Tensor) -> torch.Tensor:
     """Differentiable NLL of a batch: ``log Z - (2/B) sum_b log|psi(x_b)|``.

@@ -35,7 +35,7 @@ import torch
 
 from ..errors import NumericalError
 
-__all__ = ["block_gradient_steps", "rescaled_gradient_steps", "StepStats", "RULES", "GRADIENT_RESCALE_RULES",
+__all__ = ["block_gradient_steps", "rescaled_gradient_steps", "StepStats", "RULES",
            "MAX_STEP_SHRINKS", "NUMPY_STEP_MAX_WORK"]
 
 #: Halvings of a step's learning rate tried by the step guard before the step is rejected.
@@ -143,11 +143,10 @@ def _norm025_step(m: Any, g: Any, size: int, lr: float, ops: Any) -> Any:
     return m + (2.0 * lr) * d
 
 
-#: The direction rules a :class:`~tnborn.training.sweep.SweepSettings` ``gradient_rescale`` may name.
+#: The direction rules a :class:`~tnborn.training.settings.SweepSettings` ``gradient_rescale`` may name
+#: (their names are :data:`tnborn.training.settings.GRADIENT_RESCALE_RULES`).
 RULES = {"none": _plain_step, "norm0.25": _norm025_step}
 
-#: Accepted values of :attr:`SweepSettings.gradient_rescale`.
-GRADIENT_RESCALE_RULES = tuple(RULES)
 
 
 class _Local:

@@ -23,11 +23,10 @@ with the step guard that makes the update stable).
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -39,8 +38,8 @@ from ..errors import ConfigError, NumericalError, PrecisionWarning
 from ..interface import BornMachine, TwoSiteBlock
 from .base import Trainer
 from .callbacks import Callback
-from .local_update import GRADIENT_RESCALE_RULES, StepStats, block_gradient_steps, rescaled_gradient_steps
-from .settings import Settings, check_batch_size, check_positive, is_int, is_number
+from .local_update import StepStats, block_gradient_steps, rescaled_gradient_steps
+from .settings import SweepSettings
 
 __all__ = ["SweepSettings", "SweepTrainer", "block_gradient_steps", "rescaled_gradient_steps"]
 
@@ -48,95 +47,6 @@ logger = logging.getLogger("tnborn")
 
 #: Learning-rate halvings tried when a two-site update meets a non-finite value or psi = 0.
 MAX_LR_HALVINGS = 3
-
-#: Default of :attr:`SweepSettings.max_nll_rise` (nats per sample).
-MAX_NLL_RISE_DEFAULT = None
-
-
-@dataclass
-class SweepSettings(Settings):
-    """Hyper-parameters of the two-site sweep (defaults: the authors' bars-and-stripes run).
-
-    The fields marked *per loop* accept a list, one value per loop (the last
-    one kept): see :mod:`tnborn.training.settings`.
-
-    Attributes
-    ----------
-    lr : float
-        Learning rate of the gradient steps on the merged tensor (per loop).
-    descent_steps : int
-        Gradient steps per bond (per loop).
-    batch_size : int or None
-        Mini-batch size; None uses the whole training set every step (per loop).
-    cutoff : float
-        Relative singular-value cutoff in [0, 1): keep s_i >= cutoff * s_0 (per loop).
-    max_bond : int or None
-        Largest bond dimension; None: unbounded (per loop).
-    min_bond : int
-        Smallest bond dimension kept by a split (per loop).
-    svd_method : str
-        quimb split method, 'svd' or 'svd:eig'.
-    seed : int
-        Seed of the mini-batch shuffling.
-    gradient_rescale : str
-        'none' (plain gradient steps, the default) or 'norm0.25': the rule of
-        the authors' capacity runs, which rescales a step direction
-        g = G/B - M whose norm is below numel(M)**0.25 up to that norm before
-        the step (per loop).
-    max_nll_rise : float or None
-        Step guard: a gradient step is accepted only if the NLL of its batch
-        rises by at most this many nats per sample, else its learning rate is
-        halved (up to 3 times) and then the step is rejected; the counts are in
-        the history (steps_shrunk, steps_rejected). None: no guard (per loop).
-    """
-
-    lr: Any = 0.1
-    descent_steps: Any = 10
-    batch_size: Any = None
-    cutoff: Any = 5e-5
-    max_bond: Any = None
-    min_bond: Any = 1
-    svd_method: str = "svd"
-    seed: int = 0
-    gradient_rescale: Any = "none"
-    max_nll_rise: Any = MAX_NLL_RISE_DEFAULT
-
-    schedulable = ("lr", "descent_steps", "batch_size", "cutoff", "max_bond", "min_bond",
-                   "gradient_rescale", "max_nll_rise")
-
-    def check(self, num_samples: int | None = None) -> None:
-        """Check one loop's values, raising :class:`~tnborn.errors.ConfigError` on the first bad one.
-
-        Parameters
-        ----------
-        num_samples : int, optional
-            Training-set size, to check ``batch_size`` against.
-        """
-        check_positive("lr", self.lr)
-        if not (is_int(self.descent_steps) and self.descent_steps >= 1):
-            raise ConfigError(f"descent_steps must be an integer >= 1, got {self.descent_steps!r}")
-        if not (is_number(self.cutoff) and 0.0 <= self.cutoff < 1.0):
-            raise ConfigError(f"cutoff must be in [0, 1), got {self.cutoff!r}")
-        if not (is_int(self.min_bond) and self.min_bond >= 1):
-            raise ConfigError(f"min_bond must be an integer >= 1, got {self.min_bond!r}")
-        if self.max_bond is not None:
-            if not (is_int(self.max_bond) and self.max_bond >= 1):
-                raise ConfigError(f"max_bond must be an integer >= 1 or None, got {self.max_bond!r}")
-            if self.max_bond < self.min_bond:
-                raise ConfigError(f"max_bond ({self.max_bond}) must be >= min_bond ({self.min_bond})")
-        check_batch_size(self.batch_size, num_samples)
-        if self.svd_method not in ("svd", "svd:eig"):
-            raise ConfigError(f"svd_method must be 'svd' or 'svd:eig', got {self.svd_method!r}")
-        if not (is_int(self.seed) and self.seed >= 0):
-            raise ConfigError(f"seed must be an integer, got {self.seed!r}")
-        if self.gradient_rescale not in GRADIENT_RESCALE_RULES:
-            raise ConfigError(
-                f"gradient_rescale must be one of {list(GRADIENT_RESCALE_RULES)}, got {self.gradient_rescale!r}"
-            )
-        if self.max_nll_rise is not None and not (
-                is_number(self.max_nll_rise) and math.isfinite(self.max_nll_rise) and self.max_nll_rise >= 0):
-            raise ConfigError(f"max_nll_rise must be a finite number >= 0 or None, got {self.max_nll_rise!r}")
-
 
 def _is_oom(exc: BaseException) -> bool:
     """Whether ``exc`` reports an exhausted device or host memory."""
