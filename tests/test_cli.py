@@ -398,3 +398,16 @@ def test_quickstart_script(tmp_path, capsys):
     nll = module["main"](tmp_path)
     assert nll == pytest.approx(math.log(30), abs=1e-3)
     assert tnborn.load(tmp_path / "bas.tnb").num_variables == 16
+
+
+def test_resuming_a_tree_passed_through_from_quimb_uses_the_sweep(tmp_path):
+    """The trainer is chosen by the model's own network (a tree), not by its geometry class."""
+    net = tnborn.NetworkBornMachine.random(ROWS * COLS, bond_dim=2, seed=1)
+    assert net.geometry == "network" and net.is_tree and not type(net).is_tree
+    tnborn.save(tmp_path / "net.tnb", net)
+    np.save(tmp_path / "bas.npy", bars_and_stripes(ROWS, COLS))
+    out = tmp_path / "run"
+    assert main(["train", "--resume", str(tmp_path / "net.tnb"), "--data", str(tmp_path / "bas.npy"),
+                 "--loops", "1", "--threads", "1", "--quiet", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["trainer"] == "SweepTrainer" and summary["half_sweeps"] >= 1

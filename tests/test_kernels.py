@@ -95,10 +95,10 @@ def test_two_site_steps_match_plain_path(dims, k, leftward, n, batch, steps):
         batches = [slice(i * batch, (i + 1) * batch) for i in range(steps)]
     lr = 0.05
     kernels.set_kernels("torch")
-    assert kernels.two_site_steps(model, block, envs, x, rows, batches, lr) is None
+    assert kernels.two_site_steps(block, envs, x, rows, batches, lr) is None
     want = _plain_steps(model, block, envs, x, rows, batches, lr)
     kernels.set_kernels("numba")
-    got = kernels.two_site_steps(model, block, envs, x, rows, batches, lr)
+    got = kernels.two_site_steps(block, envs, x, rows, batches, lr)
     assert got is not None and got.shape == block.data.shape and got.dtype == torch.float64
     err = float(torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want))
     assert err <= REL, err
@@ -115,7 +115,7 @@ def test_uneven_step_slices():
     batches = [slice(0, 10), slice(10, 20), slice(20, 23)]
     want = _plain_steps(model, block, envs, x, rows, batches, 0.1)
     kernels.set_kernels("numba")
-    got = kernels.two_site_steps(model, block, envs, x, rows, batches, 0.1)
+    got = kernels.two_site_steps(block, envs, x, rows, batches, 0.1)
     assert float(torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want)) <= REL
 
 
@@ -130,7 +130,7 @@ def test_zero_psi_falls_back_to_plain_path():
     vec[3] = 0.0
     bad = {**envs, ix: (vec, log)}
     kernels.set_kernels("numba")
-    assert kernels.two_site_steps(model, block, bad, x, None, [slice(None)], 0.1) is None
+    assert kernels.two_site_steps(block, bad, x, None, [slice(None)], 0.1) is None
     with pytest.raises(NumericalError, match="psi"):
         _plain_steps(model, block, bad, x, None, [slice(None)], 0.1)
 
@@ -141,8 +141,26 @@ def test_kernel_declines_outside_its_domain():
     block, envs = _block_and_envs(model, x, 1, False)
     kernels.set_kernels("numba")
     as_complex = dataclasses.replace(block, data=block.data.to(torch.complex128))
-    assert kernels.two_site_steps(model, as_complex, envs, x, None, [slice(None)], 0.1) is None
-    assert kernels.two_site_steps(object(), block, envs, x, None, [slice(None)], 0.1) is None
+    assert kernels.two_site_steps(as_complex, envs, x, None, [slice(None)], 0.1) is None
+    # a block with its physical indices not next to each other is not chain-shaped
+    swapped = dataclasses.replace(block, inds=(block.inds[1], block.inds[0], *block.inds[2:]),
+                                  data=block.data.transpose(0, 1))
+    assert kernels.two_site_steps(swapped, envs, x, None, [slice(None)], 0.1) is None
+
+
+def test_a_chain_passed_through_from_quimb_uses_the_kernel_too():
+    """Applicability is read off the block, not the geometry's name: any chain-shaped block qualifies."""
+    import tnborn
+
+    net = tnborn.from_quimb(_positive_mps((2, 4, 3, 2), seed=5).tn.copy())
+    assert net.geometry == "network"
+    x = _data(29, 5, seed=2)
+    block, envs = _block_and_envs(net, x, 1, False)
+    want = _plain_steps(net, block, envs, x, None, [slice(None)] * 4, 0.05)
+    kernels.set_kernels("numba")
+    got = kernels.two_site_steps(block, envs, x, None, [slice(None)] * 4, 0.05)
+    assert got is not None
+    assert float(torch.linalg.vector_norm(got - want) / torch.linalg.vector_norm(want)) <= REL
 
 
 @pytest.mark.parametrize("din,dout,leftward", [(1, 2, False), (3, 5, False), (6, 4, True), (5, 5, True)])
@@ -217,11 +235,11 @@ def test_auto_leaves_large_work_to_blas():
     x = _data(10, 5, seed=0)
     block, envs = _block_and_envs(model, x, 1, False)
     kernels.set_kernels("auto")
-    assert kernels.two_site_steps(model, block, envs, x, None, [slice(None)], 0.1) is not None
+    assert kernels.two_site_steps(block, envs, x, None, [slice(None)], 0.1) is not None
     old = kernels.NUMBA_MAX_WORK
     try:
         kernels.NUMBA_MAX_WORK = 10 * 2 * 3 - 1  # rows * Dl * Dr of this step is 60
-        assert kernels.two_site_steps(model, block, envs, x, None, [slice(None)], 0.1) is None
+        assert kernels.two_site_steps(block, envs, x, None, [slice(None)], 0.1) is None
     finally:
         kernels.NUMBA_MAX_WORK = old
 

@@ -135,9 +135,10 @@ class CompiledCircuit:
 # --------------------------------------------------------------------------- #
 def _model_arrays(model: Any) -> list[np.ndarray]:
     """Site arrays ``(D_l, 2, D_r)`` of an MPS Born machine as complex128 numpy."""
-    if getattr(model, "geometry", None) != "mps" or not hasattr(model, "site_arrays"):
+    if not callable(getattr(model, "site_arrays", None)):  # a capability, not a geometry name
         raise ConfigError(
-            f"compile_mps needs an MPSBornMachine, got {type(model).__name__} "
+            f"compile_mps needs a chain-shaped Born machine whose site_arrays() gives one "
+            f"(D_left, 2, D_right) array per variable, such as MPSBornMachine; got {type(model).__name__} "
             f"(geometry {getattr(model, 'geometry', None)!r})"
         )
     if model.phys_dim != 2:

@@ -104,7 +104,11 @@ def _flags(keys: Any) -> str:
 
 def _trainer_kind(options: Mapping[str, Any], explicit: set[str], geometry: Any,
                   stored_class: str | None) -> str:
-    """``"sweep"`` or ``"gradient"``: ``--trainer``, else the checkpoint's trainer, else by geometry."""
+    """``"sweep"`` or ``"gradient"``: ``--trainer``, else the checkpoint's trainer, else by shape.
+
+    ``geometry`` is the model when resuming (its own network says whether it
+    is a tree), else the geometry class (whether every network it builds is one).
+    """
     kind = options["trainer"]
     if kind == "auto":
         if stored_class is not None:
@@ -112,8 +116,12 @@ def _trainer_kind(options: Mapping[str, Any], explicit: set[str], geometry: Any,
         else:
             kind = "sweep" if geometry.is_tree else "gradient"
     if kind == "sweep" and not geometry.is_tree:
-        raise ConfigError(f"--trainer sweep needs a tree-shaped geometry (mps, tree); geometry "
-                          f"{geometry.geometry!r} has loops: use --trainer gradient (or auto)")
+        import tnborn
+
+        trees = [name for name in tnborn.available_geometries() if tnborn.get_geometry(name).is_tree]
+        raise ConfigError(f"--trainer sweep needs a tree-shaped network (geometries that build trees: "
+                          f"{', '.join(trees)}); this {geometry.geometry!r} network has loops: "
+                          "use --trainer gradient (or auto)")
     if stored_class is not None and stored_class != _TRAINER_CLASSES[kind]:
         raise ConfigError(f"--trainer {kind} contradicts the checkpoint {options['resume']}, written by "
                           f"a {stored_class} (--resume continues that trainer; use --trainer auto)")
@@ -153,7 +161,7 @@ def _build(options: Mapping[str, Any], explicit: set[str], num_variables: int, s
         if stored is not None and stored.get("class") not in _TRAINER_CLASSES.values():
             raise CheckpointError(f"{path} was written by a {stored.get('class')}; "
                                   "tnborn train resumes SweepTrainer and GradientTrainer runs only")
-        kind = _trainer_kind(options, explicit, type(model), None if stored is None else stored["class"])
+        kind = _trainer_kind(options, explicit, model, None if stored is None else stored["class"])
         if stored is None:
             say(f"note: {path} holds no trainer state; training continues with a fresh trainer")
     keys = SETTING_KEYS if kind == "sweep" else GRADIENT_SETTING_KEYS

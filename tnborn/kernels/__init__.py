@@ -131,9 +131,15 @@ def _array(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-def two_site_steps(model: Any, block: Any, envs: dict, x: torch.Tensor, rows: torch.Tensor | None,
+def two_site_steps(block: Any, envs: dict, x: torch.Tensor, rows: torch.Tensor | None,
                    batches: list[slice], lr: float) -> torch.Tensor | None:
-    """The normalised gradient steps of one MPS two-site block, compiled; ``None`` if not applicable.
+    """The normalised gradient steps of one chain-shaped two-site block, compiled; ``None`` if not applicable.
+
+    The kernel applies to any geometry's block of the chain shape: index
+    order (at most one virtual index, physical index of variable ``c``,
+    physical index of variable ``c + 1``, at most one virtual index), float64,
+    and the environments of exactly those virtual indices. Applicability is
+    read off the block, never off the geometry's name.
 
     Same result as normalising the block and calling
     :func:`tnborn.training.sweep.block_gradient_steps` on the design matrix
@@ -141,8 +147,6 @@ def two_site_steps(model: Any, block: Any, envs: dict, x: torch.Tensor, rows: to
 
     Parameters
     ----------
-    model : BornMachine
-        The machine (the kernel applies to ``geometry == "mps"``).
     block : TwoSiteBlock
         From ``model.merge``.
     envs : dict
@@ -163,7 +167,7 @@ def two_site_steps(model: Any, block: Any, envs: dict, x: torch.Tensor, rows: to
         when the kernel does not apply or the result is zero or non-finite
         (the plain path then runs and raises its precise error).
     """
-    if getattr(model, "geometry", None) != "mps" or not batches:
+    if not batches:
         return None
     inds = list(block.inds)
     phys = [i for i, ix in enumerate(inds) if ix in block.physical]

@@ -279,7 +279,7 @@ class SweepTrainer(Trainer):
         # step guard; else None and the generic local update below
         new = None
         if self.communicator.world_size == 1 and s.gradient_rescale == "none" and s.max_nll_rise is None:
-            new = kernels.two_site_steps(model, block, envs, cache.x, rows, batches, lr)
+            new = kernels.two_site_steps(block, envs, cache.x, rows, batches, lr)
             if new is not None:
                 stats.steps += len(batches)
         if new is None:
