@@ -29,7 +29,7 @@ from tnborn.circuit import (
     simulate_circuit,
     to_qasm,
 )
-from tnborn.circuit import _circuit_arrays
+from tnborn.circuit.simulate import _circuit_arrays
 from tolerances import rounding_bound
 
 X = np.array([[0, 1], [1, 0]], dtype=complex)
@@ -401,7 +401,7 @@ def test_example_script_runs(tmp_path):
 # optimised layers
 # --------------------------------------------------------------------------- #
 from tnborn.circuit import gate_environment, optimize_circuit  # noqa: E402
-from tnborn.circuit import _apply_gates, _left_canonical, _model_arrays, _overlap, _zero_state  # noqa: E402
+from tnborn.circuit.states import _apply_gates, _left_canonical, _model_arrays, _overlap, _zero_state  # noqa: E402
 
 
 def _unitarity_ok(circuit):
@@ -460,10 +460,10 @@ def test_bas_eight_optimised_layers_from_qasm(trained_bas):
 # --------------------------------------------------------------------------- #
 # cached environments, reference lines, layer growth
 # --------------------------------------------------------------------------- #
+from tnborn.circuit.analytical import _dagger_layer  # noqa: E402
+from tnborn.circuit.optimize import _Environments  # noqa: E402
+from tnborn.circuit.states import _orient  # noqa: E402
 from tnborn.circuit import (  # noqa: E402
-    _Environments,
-    _dagger_layer,
-    _orient,
     grow_circuit,
     schmidt_bound,
     staircase_bond,
@@ -560,7 +560,7 @@ def test_grow_circuit_is_monotone_and_below_the_bound():
 def test_grow_circuit_falls_back_to_an_identity_layer(monkeypatch):
     # build the cases where the rules act: a useless analytical layer (start from the
     # identity instead) and an optimisation that lowers the fidelity (keep C_L + identity)
-    import tnborn.circuit as tc
+    import tnborn.circuit.growth as tc  # where grow_circuit looks up its steps
 
     model = MPSBornMachine.random(8, bond_dim=4, seed=6)
     rng = np.random.default_rng(7)
@@ -681,7 +681,7 @@ def test_svd_falls_back_to_gesvd(monkeypatch):
     opt, info = optimize_circuit(model, c, sweeps=2, tol=0.0)
     assert info["fidelity"] >= ref[-1] - 1e-10
     _unitarity_ok(opt)
-    from tnborn.circuit import _svd
+    from tnborn.circuit.states import _svd
 
     with pytest.raises(tnborn.NumericalError, match="non-finite"):
         _svd(np.full((3, 2), np.nan))
