@@ -21,7 +21,7 @@ import torch
 from tnborn import MPSBornMachine, SweepTrainer, kernels
 from tnborn.environments import EnvironmentCache
 from tnborn.errors import ConfigError, NumericalError
-from tnborn.geometries import _mps_kernels as mk
+from tnborn.geometries.mps import chain as mk
 from tnborn.training.sweep import _design, block_gradient_steps
 
 from tolerances import rounding_bound

@@ -216,7 +216,7 @@ def mps_site_message(a: torch.Tensor, vec: torch.Tensor, log: torch.Tensor, x: t
     """One chain site's environment message, compiled; ``None`` if not applicable.
 
     Same result as ``normalise_rows(contract_select(vec, a, x[:, col]), log)``
-    of :mod:`tnborn.geometries._mps_kernels` (to rounding).
+    of :mod:`tnborn.geometries.mps.chain` (to rounding).
 
     Parameters
     ----------

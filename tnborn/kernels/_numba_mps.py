@@ -14,7 +14,7 @@ the same operations in a different grouping:
   and ``M <- M / ||M||`` (the plain path's formula, term by term).
 - :func:`site_message` is the environment update of one site,
   ``y[b] = vec[b] @ A[:, x_b, :]`` followed by the per-row rescaling of
-  :func:`tnborn.geometries._mps_kernels.normalise_rows`.
+  :func:`tnborn.geometries.mps.chain.normalise_rows`.
 
 The inner loops run over the last (contiguous) axis as ``y += a * x`` updates,
 which the compiler vectorises without reassociating sums (no ``fastmath``).

@@ -1,4 +1,4 @@
-"""Fast batched kernels of the matrix product state Born machine (private).
+"""Fast batched chain kernels of the matrix product state Born machine.
 
 Every function here is an exact reformulation of a generic operation for the
 special case of an open chain, written to keep the number of small torch
@@ -6,7 +6,7 @@ operations per site low (a 784-site chain runs each kernel 784 times, so
 per-call overhead matters as much as flops) and to halve the flops of the
 ``vector @ A[:, x, :]`` products by grouping configurations by the value
 ``x`` of the site instead of contracting every value and discarding all but
-one. :class:`~tnborn.geometries.mps.MPSBornMachine` calls them; its test suite
+one. calls them; its test suite
 checks them against brute-force enumeration and the generic paths.
 """
 
@@ -16,9 +16,9 @@ import math
 
 import torch
 
-from ..errors import NumericalError
+from ...errors import NumericalError
 
-__all__: list[str] = []  # private module
+__all__: list[str] = []  # internal kernels of the geometry, no public API
 
 #: Work (``rows * D_left * D_right``) above which :func:`contract_select`
 #: sorts rows by the value of the physical index and contracts each group with

@@ -1,14 +1,4 @@
-"""Matrix product state Born machine (Han, Wang, Fan, Wang, Zhang, PRX 8, 031012).
-
-``psi(x) = A_1[x_1] A_2[x_2] ... A_N[x_N]`` on an open chain, held in a quimb
-:class:`~quimb.tensor.MatrixProductState` with torch arrays. Nodes are the
-site numbers ``0 .. N-1``; variable ``i`` lives on site ``i``.
-
-Fast exact paths over the generic ones of :class:`~tnborn.interface.BornMachine`:
-left-to-right log-amplitudes with per-site rescaling, ``log Z`` from the
-canonical centre, and a zipper sampler (unconditional and conditional) in
-right-canonical form.
-"""
+"""The MPS Born machine: the quimb MatrixProductState, its constructor and fast exact paths."""
 
 from __future__ import annotations
 
@@ -18,14 +8,14 @@ from typing import Any
 import quimb.tensor as qtn
 import torch
 
-from .. import kernels
-from ..backend import check_integer, check_seed, make_generator, resolve_device, resolve_dtype
-from ..environments import Message, node_message
-from ..errors import ConfigError, NumericalError
-from ..interface import checked_arrays, BornMachine, TwoSiteBlock
-from ..primitives import SplitInfo, check_split_finite, draw_categorical, truncation_rank
-from ..registry import register_geometry
-from . import _mps_kernels as kern
+from ... import kernels
+from ...backend import check_integer, check_seed, make_generator, resolve_device, resolve_dtype
+from ...environments import Message, node_message
+from ...errors import ConfigError, NumericalError
+from ...interface import checked_arrays, BornMachine, TwoSiteBlock
+from ...primitives import SplitInfo, check_split_finite, draw_categorical, truncation_rank
+from ...registry import register_geometry
+from . import chain as kern
 
 __all__ = ["MPSBornMachine", "random_mps_arrays"]
 
