@@ -147,6 +147,8 @@ def test_a_list_in_toml_for_a_one_value_setting_is_refused(tmp_path):
 
 def test_messages_use_the_generated_flag_names():
     assert cli_message("descent_steps must be an integer") == "--steps must be an integer"
+    assert cli_message("failed; pass max_nll_rise=0: the guard") == "failed; pass --max-nll-rise 0: the guard"
+    assert cli_message("pass threshold= to binarise") == "pass --threshold to binarise"
     assert cli_message("grad_clip must be a positive finite number") == "--grad-clip must be a positive finite number"
 
 

@@ -280,14 +280,15 @@ def write_npy(path: str | os.PathLike[str], array: np.ndarray) -> Path:
 _FLAG_OF = {**flag_of_fields(), "num_samples": "--num-samples", "threshold": "--threshold", "key": "--key",
             "early_stop": "--early-stop"}
 _NAMES = "|".join(sorted(_FLAG_OF, key=len, reverse=True))
-_PASS = re.compile(rf"\bpass ({_NAMES})=")
+_PASS = re.compile(rf"\bpass ({_NAMES})=([^\s,;)]*)")
 _SETTING = re.compile(rf"(?<![\w.-])({_NAMES})(?= \(| must )")
 
 
 def cli_message(text: str) -> str:
     """Translate a library error message to command-line spelling.
 
-    ``pass threshold=`` becomes ``pass --threshold``, ``batch_size (31) is
+    ``pass threshold=`` becomes ``pass --threshold`` (``pass max_nll_rise=0``:
+    ``pass --max-nll-rise 0``), ``batch_size (31) is
     larger ...`` becomes ``--batch-size (31) is larger ...``, ``lr must be``
     becomes ``--lr must be`` and ``use device='cpu'`` becomes ``use --device cpu``.
 
@@ -301,7 +302,7 @@ def cli_message(text: str) -> str:
     str
         The message for ``tnborn: error:``.
     """
-    text = _PASS.sub(lambda m: f"pass {_FLAG_OF[m.group(1)]}", text)
+    text = _PASS.sub(lambda m: f"pass {_FLAG_OF[m.group(1)]}" + (f" {m.group(2)}" if m.group(2) else ""), text)
     text = _SETTING.sub(lambda m: _FLAG_OF[m.group(1)], text)
     return text.replace("use device='cpu' or 'auto'", "use --device cpu or auto")
 

@@ -238,9 +238,14 @@ class SweepTrainer(Trainer):
                 else:
                     tried = (f"tried svd_method {[p[0] for p in plans]} (last in {plans[-1][1] or model.dtype})"
                              if fail.phase == "svd" else f"lr halved {halvings} times to {lr:g}")
+                    hint = ""
+                    if fail.phase == "gradient" and s.max_nll_rise is None:
+                        hint = ("; if the run diverged (small batches, e.g. a tree at the authors' batch "
+                                "of 50), pass max_nll_rise=0: the step guard keeps every gradient step "
+                                "from raising its batch NLL")
                     raise NumericalError(
                         f"the two-site update of bond ({source!r}, {target!r}) failed: {fail.cause} "
-                        f"({tried}); the model and the trainer are unchanged by this update"
+                        f"({tried}); the model and the trainer are unchanged by this update{hint}"
                     ) from fail.cause
                 fallbacks += 1
                 logger.warning("bond (%r, %r): %s; %s", source, target, fail.cause, action)
