@@ -195,16 +195,14 @@ def _train(geometry: str, max_bond: int, train: np.ndarray, test: np.ndarray, s:
     steps_per_loop = sum(len(h) for h in schedule)
     bar = C.BondProgress(s["loops"] * steps_per_loop, f"{geometry} Dmax={max_bond}", enabled=progress)
     st, mn = s["start"], s["main"]
-    trainer = tnborn.SweepTrainer(model, lr=st["lr"], descent_steps=s["descent_steps"],
-                                  batch_size=st["batch_size"], cutoff=st["cutoff"], max_bond=max_bond,
-                                  min_bond=s["min_bond"], seed=s["seed"], progress=False, callbacks=[bar])
+    # the authors' two phases as per-loop schedules: the start loop(s), then the main values
+    schedule = {key: [st[key]] * st["loops"] + [mn[key]] for key in ("lr", "cutoff", "batch_size")}
+    trainer = tnborn.SweepTrainer(model, descent_steps=s["descent_steps"], max_bond=max_bond,
+                                  min_bond=s["min_bond"], seed=s["seed"], progress=False, callbacks=[bar],
+                                  **schedule)
     holder["trainer"] = trainer  # lets the caller report how far a failed run got
     try:
-        first = min(st["loops"], s["loops"])
-        trainer.fit(train, first, test_data=test)
-        if s["loops"] > first:
-            trainer.fit(train, s["loops"] - first, test_data=test, lr=mn["lr"], cutoff=mn["cutoff"],
-                        batch_size=mn["batch_size"])
+        trainer.fit(train, s["loops"], test_data=test)
     finally:
         bar.close()
     return model, trainer
