@@ -230,3 +230,29 @@ def test_clear_forgets_everything(setup):
     cache.clear()
     assert len(cache) == 0 and cache.nbytes() == 0
     assert math.isfinite(float(cache.log_amplitudes_at(2)[1][0]))
+
+
+@pytest.mark.parametrize("edit", ["in place", "replaced", "none"])
+def test_forget_changed_drops_exactly_the_messages_of_edited_tensors(setup, edit):
+    """Messages survive between fits unless a tensor they depend on changed, however it changed."""
+    model, x = setup
+    cache = EnvironmentCache(model, x)
+    cache.log_amplitudes_at(0)  # every message towards node 0: (7 -> 6), ..., (1 -> 0)
+    cache.mark_tensors()
+    t = model.node_tensor(4)
+    if edit == "in place":
+        t.data.mul_(2.0)  # torch's version counter notices
+    elif edit == "replaced":
+        t.modify(data=t.data * 2.0)
+    changed = cache.forget_changed()
+    kept = set(cache._messages)
+    if edit == "none":
+        assert changed == 0 and len(kept) == model.num_variables - 1
+    else:  # the messages out of 7, 6 and 5 do not depend on node 4; those out of 4 .. 1 do
+        assert changed == 1 and kept == {(7, 6), (6, 5), (5, 4)}
+    # whatever was kept, the amplitudes are those of the edited model
+    mant, log = cache.log_amplitudes_at(0)
+    fresh, flog = EnvironmentCache(model, x).log_amplitudes_at(0)
+    assert torch.equal(mant, fresh) and torch.equal(log, flog)
+    # marks are used up: without new ones, everything is forgotten
+    assert cache.forget_changed() == model.num_variables and len(cache) == 0

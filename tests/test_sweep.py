@@ -483,3 +483,39 @@ def test_a_callback_editing_the_network_mid_sweep_is_noticed():
     with model.trusting_network():  # entering checks the network
         model.tn.multiply_(2.0, spread_over="all")
     assert model.center is None  # checked again outside
+
+
+def _counting_computes(monkeypatch):
+    calls = []
+    real = EnvironmentCache._compute
+
+    def compute(self, src, dst):
+        calls.append((src, dst))
+        return real(self, src, dst)
+
+    monkeypatch.setattr(EnvironmentCache, "_compute", compute)
+    return calls
+
+
+@pytest.mark.parametrize("edit", [False, True])
+def test_the_environment_cache_carries_over_between_fits(monkeypatch, edit):
+    """fit(1) then fit(1) reuses the messages of the first call (the same data passed again as a
+    new array), recomputing only those whose tensors changed in between; the run equals one
+    with every message recomputed, bit for bit."""
+    data = tnborn.random_binary(40, 8, seed=1)
+    runs = {}
+    for reuse in (True, False):
+        model = MPSBornMachine.random(8, 2, seed=3)
+        trainer = SweepTrainer(model, lr=0.05, batch_size=10, progress=False)
+        trainer.fit(np.array(data), loops=1)
+        if edit:  # an edit from outside the trainer, in place on the middle site
+            model.node_tensor(4).data.mul_(1.5)
+        if not reuse:
+            trainer._cache.clear()  # the reference: nothing carried over
+        calls = _counting_computes(monkeypatch)
+        trainer.fit(np.array(data), loops=1)
+        monkeypatch.undo()
+        runs[reuse] = ([r["train_nll"] for r in trainer.history], model.arrays(), len(calls))
+    (nll, arrays, n_reused), (nll_ref, arrays_ref, n_fresh) = runs[True], runs[False]
+    assert nll == nll_ref and all(torch.equal(a, b) for a, b in zip(arrays, arrays_ref))
+    assert n_reused < n_fresh  # the first half-sweep starts from the cached messages

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import weakref
 from collections.abc import Callable, Hashable
 
 import torch
@@ -135,6 +136,8 @@ class EnvironmentCache:
         self._busy: dict[tuple[Hashable, Hashable], int] = {}  # inputs of pending computations
         self._position = {node: i for i, node in enumerate(machine.nodes())}
         self._stride = 1
+        self._marks: dict[Hashable, tuple] | None = None  # see mark_tensors
+        self._marked_structure = None
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -144,6 +147,46 @@ class EnvironmentCache:
         self._messages.clear()
         self._bytes = 0
         self._evicted = False
+
+    def mark_tensors(self) -> None:
+        """Remember every node's tensor (array object, in-place version, index names).
+
+        :meth:`forget_changed` then invalidates exactly the messages of the
+        nodes whose tensor changed since, so a trainer can keep its cache from
+        one ``fit`` call to the next.
+        """
+        structure = self.machine.structure
+        self._marks = {node: (weakref.ref(t.data), t.data._version, tuple(t.inds))
+                       for node, t in structure.tensors.items()}
+        self._marked_structure = structure
+
+    def forget_changed(self) -> int:
+        """Invalidate the messages of every node whose tensor changed since :meth:`mark_tensors`.
+
+        A replaced array, an in-place write (torch's version counter) or renamed
+        indices count as a change; a re-derived structure (nodes or bonds
+        added, removed or renamed), or no marks at all, clears everything.
+        The marks are used up: until the next :meth:`mark_tensors`, a second
+        call clears everything.
+
+        Returns
+        -------
+        int
+            The number of nodes found changed (all of them when everything was cleared).
+        """
+        structure = self.machine.structure
+        marks, self._marks = self._marks, None
+        if marks is None or structure is not self._marked_structure:
+            self.clear()
+            self._position = {node: i for i, node in enumerate(self.machine.nodes())}
+            return len(self._position)
+        changed = 0
+        for node, t in structure.tensors.items():
+            ref, version, inds = marks.get(node, (None, None, None))
+            if ref is None or ref() is not t.data or t.data._version != version or tuple(t.inds) != inds:
+                self.invalidate(node)
+                changed += 1
+        return changed
 
     def nbytes(self) -> int:
         """Memory held by the cached messages, in bytes.

@@ -418,15 +418,22 @@ class SweepTrainer(Trainer):
         self._num_rows = x.shape[0]
         start, stop = self._shard = self.communicator.shard(x.shape[0])
         key = (x.data_ptr(), tuple(x.shape))
-        if self._cache is None or self._data_key != key or not torch.equal(self._cache.x, x[start:stop]):
-            self._cache = EnvironmentCache(model, x[start:stop])  # this rank's rows only
+        rows = x[start:stop]
+        same_data = (self._cache is not None and self._cache.x.shape == rows.shape
+                     and self._cache.x.device == rows.device and torch.equal(self._cache.x, rows))
+        if not same_data:  # the same rows again (even as a new array) keep the cache
+            self._cache = EnvironmentCache(model, rows)  # this rank's rows only
+        if not same_data or self._data_key != key:
             self._data_key = key
             self._sync_data(x)
         cache = self._cache
-        cache.clear()  # tensors may have changed outside the trainer
+        model.check_network()
+        # messages of the last fit stay unless their tensors changed outside the trainer since
+        cache.forget_changed()
         total = loops * sum(len(h) for h in schedule)
         halves = [half for _ in range(loops) for half in schedule]
         self._run(total, halves, lambda half: self._half_sweep(cache, half, len(schedule), test))
+        cache.mark_tensors()
 
     def _half_sweep(self, cache, half, per_loop, test) -> dict[str, Any]:
         self._activate(per_loop)
