@@ -47,10 +47,10 @@ def _plain(m, f, r, lr):
     return new / torch.linalg.vector_norm(new)
 
 
-def _guarded(m, f, r, lr, bound):
+def _guarded(m, f, r, lr, bound, shrinks):
     """Reference step guard: (new block, 'plain' | 'shrunk' | 'rejected')."""
     before = _nll(m, f, r)
-    for k in range(lu.MAX_STEP_SHRINKS + 1):
+    for k in range(shrinks + 1):
         new = _plain(m, f, r, lr / 2 ** k)
         if _nll(new, f, r) <= before + bound:
             return new, "plain" if k == 0 else "shrunk"
@@ -65,18 +65,19 @@ def path(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("eps, lr, outcome", [(1e-1, 1e-3, "plain"), (1e-4, 1e-2, "shrunk"),
-                                              (1e-5, 5e-2, "rejected")])
-def test_step_guard_arithmetic_where_it_acts(path, eps, lr, outcome):
+@pytest.mark.parametrize("eps, lr, shrinks, outcome", [
+    (1e-1, 1e-3, 0, "plain"), (1e-4, 1e-2, 3, "shrunk"), (1e-4, 1e-2, 0, "rejected"),
+    (1e-5, 5e-2, 3, "rejected"), (1e-5, 5e-2, 0, "rejected")])
+def test_step_guard_arithmetic_where_it_acts(path, eps, lr, shrinks, outcome):
     m, f, r = _case(eps)
     plain = _plain(m, f, r, lr)
     rise = _nll(plain, f, r) - _nll(m, f, r)
     # the case is built so that the plain step rises the batch NLL exactly when the guard must act
     assert (rise > 0) == (outcome != "plain")
-    want, kind = _guarded(m, f, r, lr, 0.0)
+    want, kind = _guarded(m, f, r, lr, 0.0, shrinks)
     assert kind == outcome
     stats = StepStats()
-    got = block_gradient_steps(m, f, r, [slice(None)], lr, max_nll_rise=0.0, stats=stats)
+    got = block_gradient_steps(m, f, r, [slice(None)], lr, max_nll_rise=0.0, max_shrinks=shrinks, stats=stats)
     assert stats == StepStats(steps=1, shrunk=int(outcome == "shrunk"), rejected=int(outcome == "rejected"))
     torch.testing.assert_close(got, want, rtol=0, atol=tol(torch.float64, "exact"))
     # without the guard the same call is the plain step
@@ -97,7 +98,8 @@ def test_step_guard_bound_lets_a_bounded_rise_through(path):
     torch.testing.assert_close(got, _plain(m, f, r, lr), rtol=0, atol=tol(torch.float64, "exact"))
 
 
-def test_step_guard_over_several_steps_never_rises_the_batch_nll(path):
+@pytest.mark.parametrize("shrinks", [0, 3])
+def test_step_guard_over_several_steps_never_rises_the_batch_nll(path, shrinks):
     gen = torch.Generator().manual_seed(0)
     f = torch.randn(40, 6, generator=gen, dtype=torch.float64)
     r = torch.randn(40, 5, generator=gen, dtype=torch.float64)
@@ -107,8 +109,8 @@ def test_step_guard_over_several_steps_never_rises_the_batch_nll(path):
     batches = [slice(10 * (k % 4), 10 * (k % 4) + 10) for k in range(12)]
     stats, kinds, cur = StepStats(), [], m
     for sl in batches:  # one call per step, each against the reference
-        nxt = block_gradient_steps(cur, f, r, [sl], lr, max_nll_rise=0.0, stats=stats)
-        want, kind = _guarded(cur, f[sl], r[sl], lr, 0.0)
+        nxt = block_gradient_steps(cur, f, r, [sl], lr, max_nll_rise=0.0, max_shrinks=shrinks, stats=stats)
+        want, kind = _guarded(cur, f[sl], r[sl], lr, 0.0, shrinks)
         rise = _nll(_plain(cur, f[sl], r[sl], lr), f[sl], r[sl]) - _nll(cur, f[sl], r[sl])
         if kind != "plain":
             assert rise > 1e-6  # a macroscopic rise, not rounding: the guard provably had to act
@@ -118,7 +120,8 @@ def test_step_guard_over_several_steps_never_rises_the_batch_nll(path):
         cur = nxt
     assert stats == StepStats(steps=12, shrunk=kinds.count("shrunk"), rejected=kinds.count("rejected"))
     assert kinds.count("plain") < 12
-    together = block_gradient_steps(m, f, r, batches, lr, max_nll_rise=0.0)
+    assert ("shrunk" in kinds) == (shrinks > 0)  # the halvings act only when allowed
+    together = block_gradient_steps(m, f, r, batches, lr, max_nll_rise=0.0, max_shrinks=shrinks)
     torch.testing.assert_close(together, cur, rtol=0, atol=1e2 * tol(torch.float64, "exact"))
 
 

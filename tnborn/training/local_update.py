@@ -13,10 +13,10 @@ batch ``b`` of a normalised block ``M`` (``K x D``, ``psi_b = F_b M R_b``):
 3. ``M <- M / ||M||``;
 4. with a bound ``max_nll_rise`` (the *step guard*), the step is accepted only
    if the batch NLL ``-(1/B) sum_b log |psi_b|^2`` (``Z = ||M||^2 = 1`` in the
-   canonical form) rises by at most that bound; otherwise the learning rate of
-   this step is halved, up to :data:`MAX_STEP_SHRINKS` times, and if no
-   shrunk step is accepted the step is rejected (``M`` kept). Every process
-   sees the same all-reduced NLLs, so all take the same decisions.
+   canonical form) rises by at most that bound; otherwise the step is rejected
+   (``M`` kept), or, with ``max_shrinks > 0``, first retried with its learning
+   rate halved up to that many times. Every process sees the same all-reduced
+   NLLs, so all take the same decisions.
 
 A step is never half-applied: the block a step starts from is kept until the
 new one is accepted. ``psi`` of the new block on the same batch is one more
@@ -34,12 +34,15 @@ import numpy as np
 import torch
 
 from ..errors import NumericalError
+from .settings import GUARD_SHRINKS_DEFAULT
 
 __all__ = ["block_gradient_steps", "rescaled_gradient_steps", "StepStats", "RULES",
            "MAX_STEP_SHRINKS", "NUMPY_STEP_MAX_WORK"]
 
-#: Halvings of a step's learning rate tried by the step guard before the step is rejected.
-MAX_STEP_SHRINKS = 3
+#: Default halvings of a step's learning rate tried by the step guard before the step
+#: is rejected (the default of :attr:`SweepSettings.guard_shrinks
+#: <tnborn.training.settings.SweepSettings>`).
+MAX_STEP_SHRINKS = GUARD_SHRINKS_DEFAULT
 
 #: Largest ``rows * K * D`` of one step done with numpy instead of torch: for such
 #: small products torch's per-call overhead (several microseconds) dominates,
@@ -176,6 +179,7 @@ def block_gradient_steps(
     sizes: Sequence[int] | None = None,
     communicator: Any = None,
     max_nll_rise: float | None = None,
+    max_shrinks: int = MAX_STEP_SHRINKS,
     stats: StepStats | None = None,
 ) -> torch.Tensor:
     """Gradient steps on a normalised block ``M`` (``K x D``): the one local update of the sweep.
@@ -206,6 +210,10 @@ def block_gradient_steps(
         result from rank 0; default: one process.
     max_nll_rise : float or None
         Step guard bound in nats per sample; ``None``: no guard.
+    max_shrinks : int
+        Learning-rate halvings the step guard tries on a step that raised its
+        batch NLL too much before it rejects the step (default
+        :data:`MAX_STEP_SHRINKS`: reject at once).
     stats : StepStats, optional
         Receives the counts of attempted, shrunk and rejected steps.
 
@@ -235,13 +243,13 @@ def block_gradient_steps(
     m0 = matrix.numpy().copy() if numpy else matrix
     counts = StepStats()
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        m = _steps(m0, *args, batches, sizes, lr, RULES[rule], comm, max_nll_rise, counts,
+        m = _steps(m0, *args, batches, sizes, lr, RULES[rule], comm, (max_nll_rise, max_shrinks), counts,
                    _NUMPY if numpy else _TORCH, checked=False)
     m = torch.from_numpy(m) if numpy else m
     m = comm.broadcast_(m.contiguous())
     if not _TORCH.finite_nonzero(m):
         if local:
-            _steps(matrix, feats, last, batches, sizes, lr, RULES[rule], comm, max_nll_rise, StepStats(),
+            _steps(matrix, feats, last, batches, sizes, lr, RULES[rule], comm, (max_nll_rise, max_shrinks), StepStats(),
                    _TORCH, checked=True)
         raise NumericalError(
             "the merged tensor became zero or non-finite in a gradient step (psi(x) = 0 for some "
@@ -251,8 +259,10 @@ def block_gradient_steps(
     return m
 
 
-def _steps(m, feats, last, batches, sizes, lr, step, comm, max_rise, counts, ops, checked):
-    """The loop of :func:`block_gradient_steps`; ``checked``: raise at the first bad value."""
+def _steps(m, feats, last, batches, sizes, lr, step, comm, guard, counts, ops, checked):
+    """The loop of :func:`block_gradient_steps`; ``guard``: ``(max_nll_rise, max_shrinks)``;
+    ``checked``: raise at the first bad value."""
+    max_rise, max_shrinks = guard
     for sl, size in zip(batches, sizes):
         f, r = feats[sl], last[sl]
         psi = ops.psi(f, m, r)
@@ -269,7 +279,7 @@ def _steps(m, feats, last, batches, sizes, lr, step, comm, max_rise, counts, ops
                 raise NumericalError(
                     f"the batch NLL before a gradient step is {before}: psi(x) = 0 for a training sample, "
                     "or a zero or non-finite value in the merged tensor or its environments")
-        for shrink in range(MAX_STEP_SHRINKS + 1):
+        for shrink in range(max_shrinks + 1):
             new = step(m, g, size, rate, ops)
             nrm = ops.norm(new)
             if checked and not (np.isfinite(nrm) and nrm > 0.0):

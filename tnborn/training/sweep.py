@@ -299,7 +299,8 @@ class SweepTrainer(Trainer):
             try:
                 matrix = block_gradient_steps(matrix, feats, last, batches, lr, rule=s.gradient_rescale,
                                               sizes=sizes, communicator=self.communicator,
-                                              max_nll_rise=s.max_nll_rise, stats=stats)
+                                              max_nll_rise=s.max_nll_rise, max_shrinks=s.guard_shrinks,
+                                              stats=stats)
             except NumericalError as exc:
                 raise _UpdateFailed("gradient", exc) from exc
             new = matrix.reshape(shape).permute(*[perm.index(i) for i in range(len(perm))])
