@@ -488,7 +488,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="number of staircase layers, or auto: add optimised layers until "
                          "--target-fidelity (default 1)")
     circuit.add_argument("--optimize", action="store_true",
-                         help="optimise every gate after the analytical start (polar sweeps)")
+                         help="grow K optimised layers: each layer count starts from the optimised "
+                         "circuit one layer shallower plus an analytical layer, then every gate is "
+                         "optimised (polar sweeps); the fidelity never decreases with depth")
     circuit.add_argument("--sweeps", type=_argparse_type(_integer(1), "--sweeps"), default=None, metavar="S",
                          help="most optimisation sweeps per layer count (default 20)")
     circuit.add_argument("--tol", type=_argparse_type(_number(0.0), "--tol"), default=None, metavar="T",

@@ -14,7 +14,7 @@ from .analytical import compile_mps
 from .bounds import _bound_from_spectra, _schmidt_spectra, staircase_bond, truncation_fidelity
 from .gates import CompiledCircuit
 from .growth import grow_circuit
-from .optimize import _check_sweep_options, _circuit_log_fidelity, optimize_circuit
+from .optimize import _check_sweep_options, _circuit_log_fidelity
 from .qasm import to_qasm
 from .simulate import circuit_nll
 from .states import _target_arrays
@@ -55,10 +55,13 @@ def compile_checkpoint(
     measure : bool
         End the program with a measurement of every qubit.
     optimize : bool
-        Optimise all gates of the ``k``-layer analytical circuit for every
-        ``k = 1 .. layers`` (:func:`optimize_circuit`; each row of the table
-        has the fidelity before and after) and write the ``layers``-layer one;
-        implied by ``layers="auto"``.
+        Grow ``layers`` optimised layers (:func:`grow_circuit`): layer count
+        ``k`` starts from the optimised ``k - 1`` layers with a new analytical
+        layer in front (or an identity layer, if that start is worse), then
+        every gate is optimised; each row of the table has the fidelity before
+        and after, and the fidelity never decreases with ``k`` (exact
+        simulation). Implied by ``layers="auto"``, which stops at
+        ``target_fidelity`` instead.
     sweeps, tol : int, float
         Limits of the optimisation.
     target_fidelity : float, optional
@@ -131,15 +134,16 @@ def compile_checkpoint(
             progress(row)
 
     table: list[dict[str, Any]] = []
-    if auto:
+    if auto or optimize:  # optimised layers are grown one at a time (grow_circuit)
         def on_layer(row: dict[str, Any], sub: CompiledCircuit) -> None:
             row = dict(row)
             row["fidelity_before"] = row.pop("fidelity_start")
             table.append(score(row, sub))
             report(row)
 
-        circuit, _ = grow_circuit(target, target_fidelity=target_fidelity, max_layers=max_layers,
-                                  sweeps=sweeps, tol=tol, max_bond_sim=max_bond_sim, progress=on_layer)
+        circuit, _ = grow_circuit(target, target_fidelity=target_fidelity if auto else None,
+                                  max_layers=max_layers if auto else layers, sweeps=sweeps, tol=tol,
+                                  max_bond_sim=max_bond_sim, progress=on_layer)
     else:
         circuit = compile_mps(target, layers=layers, max_bond_sim=max_bond_sim)
         spectra = _schmidt_spectra(target)
@@ -151,15 +155,8 @@ def compile_checkpoint(
                    "truncation_fidelity": truncation_fidelity(target, chi),
                    "schmidt_bound": _bound_from_spectra(spectra, chi), "fidelity": math.exp(log_f),
                    "log_fidelity": log_f, "fidelity_per_qubit": math.exp(log_f / n)}
-            if optimize:  # every layer count from its own analytical start: before and after per row
-                sub, info = optimize_circuit(target, sub, sweeps=sweeps, tol=tol, max_bond_sim=max_bond_sim)
-                row.update(fidelity_before=info["fidelity_before"], fidelity=info["fidelity"],
-                           log_fidelity=info["log_fidelity"], fidelity_per_qubit=math.exp(info["log_fidelity"] / n),
-                           sweeps=info["sweeps"], history=info["history"], seconds=info["seconds"])
             table.append(score(row, sub))
             report(row)
-        if optimize:
-            circuit = sub
     text = to_qasm(circuit, version=version, measure=measure)
     path = None
     if out is not None:
