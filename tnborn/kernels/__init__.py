@@ -276,18 +276,23 @@ def split_matrix(a: torch.Tensor, cutoff: float, max_bond: int | None, min_bond:
     Returns
     -------
     tuple or None
-        ``(left (m, keep), right (keep, n), s (all singular values), keep)`` as tensors / int.
+        ``(left (m, keep), right (keep, n), s (all singular values), keep,
+        max_discarded, discarded_weight)``: tensors, an int and the two floats
+        of :func:`tnborn.primitives.truncation_rank`'s record.
     """
     if method != "svd":
         return None
     kern = _use(a.shape[0] * a.shape[1], (a,), limit=SPLIT_MAX_SIZE)
     if kern is None:
         return None
+    stats = np.zeros(2)
     try:
         status, left, right, s, keep = kern.split_block(
-            np.ascontiguousarray(_array(a)), float(cutoff), int(max_bond or 0), int(min_bond), bool(s_left))
+            np.ascontiguousarray(_array(a)), float(cutoff), int(max_bond or 0), int(min_bond), bool(s_left),
+            stats)
     except np.linalg.LinAlgError:
         return None
     if status != 0:
         return None
-    return torch.from_numpy(left), torch.from_numpy(right), torch.from_numpy(s), int(keep)
+    return (torch.from_numpy(left), torch.from_numpy(right), torch.from_numpy(s), int(keep),
+            float(stats[0]), float(stats[1]))

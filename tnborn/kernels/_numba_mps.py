@@ -193,7 +193,7 @@ def site_message(vec, log, a, x, col):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def split_block(a, cutoff, max_bond, min_bond, s_left):  # pragma: no cover - compiled
+def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cover - compiled
     """Truncated SVD split of a ``(m, n)`` block, the rule of ``interface.truncation_rank``.
 
     Parameters
@@ -208,6 +208,9 @@ def split_block(a, cutoff, max_bond, min_bond, s_left):  # pragma: no cover - co
         Lower bound (capped by the number of singular values).
     s_left : bool
         The kept singular values (unit 2-norm) go to the left half, else to the right.
+    stats : ndarray
+        ``(2,)`` float64, filled with the largest discarded singular value over
+        the largest and the discarded weight (those of ``truncation_rank``).
 
     Returns
     -------
@@ -239,6 +242,12 @@ def split_block(a, cutoff, max_bond, min_bond, s_left):  # pragma: no cover - co
     nrm2 = 0.0
     for i in range(keep):
         nrm2 += s[i] * s[i]
+    disc2 = 0.0
+    for i in range(keep, n):
+        disc2 += s[i] * s[i]
+    total = nrm2 + disc2
+    stats[0] = s[keep] / s[0] if keep < n else 0.0  # largest discarded, relative
+    stats[1] = disc2 / total if total > 0 else 0.0  # discarded weight
     nrm = math.sqrt(nrm2)
     left = np.ascontiguousarray(u[:, :keep])
     right = np.ascontiguousarray(vt[:keep])

@@ -404,9 +404,9 @@ class MPSBornMachine(BornMachine):
         fused = kernels.split_matrix(data.reshape(dl * d, d * dr), cutoff, max_bond, min_bond,
                                      target == k, method)  # compiled kernel where it applies
         if fused is not None:
-            left, right, sv, keep = fused
-            _, info = truncation_rank(sv, cutoff, max_bond, min_bond)
+            left, right, sv, keep, max_disc, weight = fused
             kept = sv[:keep] / torch.linalg.vector_norm(sv[:keep])
+            info = SplitInfo(keep, max_disc, weight, kept)
         else:
             try:
                 left, s, right = array_split(data.reshape(dl * d, d * dr), method=method, absorb=None,
