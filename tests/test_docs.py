@@ -403,3 +403,18 @@ def test_docs_build_without_warnings(tmp_path):
                  "auto_examples/plot_bond_dimensions.html"):
         assert (out / page).is_file(), page
     assert list((out / "_images").glob("sphx_glr_plot_bond_dimensions_001.png"))
+
+
+@pytest.mark.parametrize("name", ["SweepSettings", "GradientSettings"])
+def test_settings_tables_are_generated_from_the_dataclasses(name):
+    """The settings tables of the user guide list every field with its flag and default."""
+    from dataclasses import fields
+
+    from tnborn.training import settings
+
+    cls = getattr(settings, name)
+    table = tnborn_docs.settings_table(name)
+    assert table.count("\n") == len(fields(cls)) + 1  # header, rule, one row per field
+    for f in fields(cls):
+        assert f"| `{f.name}` | `--{cls.flag_name(f.name).replace('_', '-')}` | `{f.default!r}` |" in table
+    assert f"<!-- tnborn:settings-table {name} -->" in (DOCS / "user_guide" / "sweeps.md").read_text()

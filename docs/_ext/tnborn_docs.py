@@ -12,6 +12,10 @@
   ``page.NAME`` when the page ``docs/NAME.md`` exists.
 - ``<!-- tnborn:cli-help -->`` becomes the ``--help`` text of every command
   of the ``tnborn`` command line.
+- ``<!-- tnborn:settings-table SweepSettings -->`` (or ``GradientSettings``)
+  becomes the table of that class's fields: name, command-line flag, default,
+  per-loop or not and the help text, all read from the dataclass
+  (:func:`settings_table`), so the page cannot drift from the code.
 - The ``<!-- tnborn:changelog -->`` ... ``<!-- tnborn:changelog-end -->``
   block of ``changelog.md`` is replaced by ``CHANGELOG.md`` when it exists.
 - :func:`figure_scraper` lets sphinx-gallery capture the figures of
@@ -285,6 +289,37 @@ def cli_help(width: int = 90) -> str:
     return "\n".join(out)
 
 
+_SETTINGS_TABLE = re.compile(r"<!-- tnborn:settings-table (\w+) -->")
+
+
+def settings_table(class_name: str) -> str:
+    """Return a Markdown table of the fields of a settings dataclass of :mod:`tnborn.training.settings`.
+
+    Parameters
+    ----------
+    class_name : str
+        ``"SweepSettings"`` or ``"GradientSettings"``.
+
+    Returns
+    -------
+    str
+        One row per field: setting, command-line flag, default, per loop, meaning.
+    """
+    from dataclasses import fields
+
+    from tnborn.training import settings as module
+
+    cls = getattr(module, class_name)
+    helps = cls.help()
+    rows = ["| setting | flag | default | per loop | meaning |", "|---|---|---|---|---|"]
+    for f in fields(cls):
+        flag = "--" + cls.flag_name(f.name).replace("_", "-")
+        text = helps[f.name].replace(" (per loop)", "").replace(" (per epoch)", "").replace("|", "\\|")
+        rows.append(f"| `{f.name}` | `{flag}` | `{f.default!r}` | {'yes' if f.name in cls.schedulable else ''} "
+                    f"| {text} |")
+    return "\n".join(rows)
+
+
 def _figures_in(value: Any, depth: int = 0) -> list[Any]:
     from matplotlib.figure import Figure
 
@@ -355,6 +390,7 @@ def _source_read(app, docname: str, source: list[str]) -> None:
     text = resolve_conditionals(source[0], gallery=app.config.tnborn_gallery)
     if "<!-- tnborn:cli-help -->" in text:
         text = text.replace("<!-- tnborn:cli-help -->", cli_help())
+    text = _SETTINGS_TABLE.sub(lambda m: settings_table(m.group(1)), text)
     if docname == "changelog" and (Path(app.srcdir).parent / "CHANGELOG.md").exists():
         text = _CHANGELOG.sub(lambda _: "```{include} ../CHANGELOG.md\n:heading-offset: 1\n```", text)
     source[0] = text
