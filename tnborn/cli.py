@@ -208,7 +208,8 @@ def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"unknown key(s) in {os.fspath(path)!r}: {', '.join(unknown)}; "
             f"valid keys: {', '.join(TRAIN_OPTIONS)}"
         )
-    return {key: TRAIN_OPTIONS[key][0](value, f"{key} (in {os.fspath(path)!r})") for key, value in raw.items()}
+    # "key 'lr' of FILE": the TOML spelling, which the CLI's flag translation leaves alone
+    return {key: TRAIN_OPTIONS[key][0](value, f"key {key!r} of {os.fspath(path)!r}") for key, value in raw.items()}
 
 
 def resolve_train_options(args: argparse.Namespace) -> tuple[dict[str, Any], set[str]]:
