@@ -98,7 +98,8 @@ def test_a_schedule_on_the_command_line_equals_one_in_python(tmp_path):
     python = trainer.fit(bars_and_stripes(2, 3), loops=3)
     assert [r["train_nll"] for r in cli] == [r["train_nll"] for r in python]  # same arithmetic, same order
     assert [r["settings"]["lr"] for r in cli] == [0.1, 0.1, 0.05, 0.05, 0.05, 0.05]
-    assert cli[-1]["settings"]["descent_steps"] == 6 and cli[0]["settings"]["batch_size"] is None and cli[-1]["settings"]["batch_size"] == 5
+    assert cli[-1]["settings"]["descent_steps"] == 6
+    assert cli[0]["settings"]["batch_size"] is None and cli[-1]["settings"]["batch_size"] == 5
 
 
 def test_a_schedule_in_toml_equals_the_command_line(tmp_path):

@@ -488,3 +488,17 @@ def test_constructors_accept_numpy_arrays(name):
     torch.testing.assert_close(again.log_prob(x), model.log_prob(x), rtol=0, atol=tol(torch.float64, "exact"))
     with pytest.raises(ConfigError, match="floating or complex"):
         type(model).from_arrays([a.numpy().astype(np.int32) for a in model.arrays()], model.config())
+
+
+@pytest.mark.parametrize("geometry", ["mps", "tree"])
+def test_split_refuses_a_target_outside_the_block(geometry):
+    """The fast path (MPS) and the generic split (tree) check the target the same way."""
+    model = tnborn.get_geometry(geometry).random(6, bond_dim=2, seed=0)
+    u, v = model.edges()[0]
+    model.move_center(u)
+    block = model.merge(u, v)
+    other = next(n for n in model.nodes() if n not in (u, v))
+    before = [a.clone() for a in model.arrays()]
+    with pytest.raises(tnborn.ConfigError, match="is not one of the block's nodes"):
+        model.split(block, target=other)
+    assert all(torch.equal(a, b) for a, b in zip(model.arrays(), before))

@@ -1165,10 +1165,7 @@ class BornMachine(abc.ABC):
             Kept dimension and discarded weights.
         """
         u, v = block.nodes
-        target = v if target is None else target
-        if target not in (u, v):
-            raise ConfigError(f"target {target!r} is not one of the block's nodes {block.nodes}")
-        data = block.data if data is None else data
+        target, data = self._split_inputs(block, data, target)
         tensor = qtn.Tensor(data, inds=block.inds)
         # quimb performs the SVD; truncation is done below so that min_bond and
         # the largest discarded value are available (absorb/cutoff_mode explicit).
@@ -1209,6 +1206,15 @@ class BornMachine(abc.ABC):
         self._center_moved(target, block.nodes)
         info.singular_values = kept
         return info
+
+    @staticmethod
+    def _split_inputs(block: TwoSiteBlock, data: torch.Tensor | None, target: Node | None
+                      ) -> tuple[Node, torch.Tensor]:
+        """The node that receives the singular values (checked) and the data to split, of :meth:`split`."""
+        target = block.nodes[1] if target is None else target
+        if target not in block.nodes:
+            raise ConfigError(f"target {target!r} is not one of the block's nodes {block.nodes}")
+        return target, block.data if data is None else data
 
 
 def checked_arrays(arrays: Any, what: str = "node") -> list[torch.Tensor]:

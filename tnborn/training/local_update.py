@@ -151,7 +151,6 @@ def _norm025_step(m: Any, g: Any, size: int, lr: float, ops: Any) -> Any:
 RULES = {"none": _plain_step, "norm0.25": _norm025_step}
 
 
-
 class _Local:
     """The communicator of one process (no collective does anything)."""
 

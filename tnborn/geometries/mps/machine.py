@@ -389,10 +389,7 @@ class MPSBornMachine(BornMachine):
         from quimb.tensor.decomp import array_split
 
         u, v = block.nodes
-        target = v if target is None else target
-        if target not in (u, v):
-            raise ConfigError(f"target {target!r} is not one of the block's nodes {block.nodes}")
-        data = block.data if data is None else data
+        target, data = self._split_inputs(block, data, target)
         k = min(u, v)
         names = self._block_inds(k)
         inds = tuple(ix for ix in names if ix is not None)
