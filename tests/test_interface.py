@@ -19,7 +19,8 @@ import torch
 
 import tnborn
 from tnborn.errors import ConfigError, DataError, DeviceError, NumericalError, TnbornError
-from tnborn.interface import BornMachine, draw_categorical, truncation_rank
+from tnborn.interface import BornMachine
+from tnborn.primitives import draw_categorical, truncation_rank
 
 from conftest import (
     all_configs,

@@ -31,8 +31,9 @@ import quimb.tensor as qtn
 
 from .errors import ConfigError
 
-__all__ = ["NetworkStructure", "derive_structure", "tag_pattern"]
+__all__ = ["NetworkStructure", "Node", "derive_structure", "tag_pattern"]
 
+#: Type of a node key: any hashable (an int site for the MPS, a tuple for trees and grids).
 Node = Hashable
 
 

@@ -226,7 +226,7 @@ def zipper_binary(
         ``(B, len(sites))`` bool, rows to draw per site; ``None``: all.
     gen : torch.Generator
         Source of randomness: one ``(B, 1)`` float64 uniform draw per site,
-        as :func:`~tnborn.interface.draw_categorical` makes.
+        as :func:`~tnborn.primitives.draw_categorical` makes.
 
     Returns
     -------

@@ -360,7 +360,7 @@ class MPSBornMachine(BornMachine):
         """Split a block by a truncated SVD (fast path of :meth:`BornMachine.split`).
 
         Same semantics: quimb's array-level split performs the decomposition
-        (``method``), :func:`~tnborn.interface.truncation_rank` decides what is
+        (``method``), :func:`~tnborn.primitives.truncation_rank` decides what is
         kept, the kept singular values (unit 2-norm) go to ``target``.
         Sites are stored with index order ``(left bond, physical, right bond)``.
 
