@@ -241,6 +241,30 @@ def test_split_truncation_matches_svd():
         assert abs(overlap - math.sqrt(1 - info.discarded_weight)) < 1e-10
 
 
+@pytest.mark.parametrize("name", ["mps", "tree", "network"])
+@pytest.mark.parametrize("max_bond", [None, 3])
+def test_eig_split_keeps_the_largest_singular_values(name, max_bond):
+    """``svd_method="svd:eig"`` (the trainer's SVD fallback) truncates like the SVD.
+
+    quimb's eig driver returns ascending values when called without a cutoff,
+    as split calls it: the split must sort them, or it would keep the smallest
+    (or find the block "zero" when the smallest is 0). A rank-deficient block
+    (bond dimension 1 inside a bond-2 network) makes the smallest value 0.
+    """
+    model = make(name, n=6, bond_dim=2, seed=1)
+    (u, v), *_ = model.sweep_schedule()[0]
+    model.move_center(u)
+    results = {}
+    for method in ("svd", "svd:eig"):
+        m = model.copy()
+        info = m.split(m.merge(u, v), target=v, cutoff=1e-8, max_bond=max_bond, min_bond=1, method=method)
+        results[method] = (info, m.log_prob(all_configs(6)))
+    (svd, lp_svd), (eig, lp_eig) = results["svd"], results["svd:eig"]
+    assert eig.bond_dim == svd.bond_dim
+    assert torch.allclose(eig.singular_values, svd.singular_values, atol=1e-7)  # eig: sqrt(eps) accuracy
+    assert float((lp_eig - lp_svd).abs().max()) < 1e-6
+
+
 def test_split_rejects_a_foreign_target():
     model = tnborn.MPSBornMachine.random(5, 2, seed=0)
     block = model.merge(1, 2)

@@ -14,7 +14,7 @@ import torch
 from .backend import to_numpy
 from .errors import NumericalError
 
-__all__ = ["SplitInfo", "check_split_finite", "draw_categorical", "truncation_rank"]
+__all__ = ["SplitInfo", "check_split_finite", "descending_order", "draw_categorical", "truncation_rank"]
 
 
 @dataclass
@@ -104,6 +104,29 @@ def draw_categorical(
     values = torch.where(active, values, torch.zeros_like(values))
     logp = torch.where(active, torch.log(chosen), torch.zeros_like(chosen))
     return values, logp
+
+
+def descending_order(s: torch.Tensor) -> torch.Tensor | None:
+    """The permutation that sorts singular values in descending order, or None if they already are.
+
+    quimb's split drivers do not all return descending values: ``"svd:eig"``
+    with ``cutoff=0`` and ``absorb=None`` (how tnborn calls it, truncating
+    itself) returns the eigenvalue order of the Gram matrix, ascending.
+    :func:`truncation_rank` needs them descending.
+
+    Parameters
+    ----------
+    s : torch.Tensor
+        Real singular values.
+
+    Returns
+    -------
+    torch.Tensor or None
+        int64 indices, or None when no reordering is needed.
+    """
+    if s.shape[0] < 2 or bool(torch.all(s[:-1] >= s[1:])):
+        return None
+    return torch.argsort(s, descending=True, stable=True)
 
 
 def truncation_rank(

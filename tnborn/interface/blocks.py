@@ -16,7 +16,7 @@ import quimb.tensor as qtn
 import torch
 
 from ..errors import ConfigError, NumericalError
-from ..primitives import SplitInfo, check_split_finite, truncation_rank
+from ..primitives import SplitInfo, check_split_finite, descending_order, truncation_rank
 from ..structure import Node
 
 __all__ = ["TwoSiteBlock", "TwoSiteMoves"]
@@ -163,6 +163,11 @@ class TwoSiteMoves:
                 f"the SVD ({method!r}) of the merged block of nodes {block.nodes} did not converge: {exc}"
             ) from exc
         sv = s.data.real if s.data.is_complex() else s.data
+        order = descending_order(sv)
+        if order is not None:  # e.g. quimb's "svd:eig" returns ascending values
+            sv = sv[order]
+            left.modify(data=left.data.index_select(left.inds.index(block.bond), order.to(left.data.device)))
+            right.modify(data=right.data.index_select(right.inds.index(block.bond), order.to(right.data.device)))
         keep, info = truncation_rank(sv, cutoff, max_bond, min_bond)
         ldata = left.data.narrow(left.inds.index(block.bond), 0, keep)
         rdata = right.data.narrow(right.inds.index(block.bond), 0, keep)
