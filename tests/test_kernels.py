@@ -194,7 +194,14 @@ def _fit(choice, data, seed=0):
 
 
 def test_whole_sweep_same_nll_as_plain_path(monkeypatch):
-    """Three loops of mini-batch training (batch 9 of 40 rows): same NLL and bond dims."""
+    """Three loops of mini-batch training (batch 9 of 40 rows): same NLL and bond dims.
+
+    One update at a time (the compiled chain run of tests/test_compiled.py switched off),
+    so that every update goes through :func:`kernels.two_site_steps`.
+    """
+    import tnborn.training.sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "compiled_updates", lambda *args: [])
     data = _data(40, 8, seed=5)
     nll_t, dims_t, m_t = _fit("torch", data)
     used = []

@@ -138,6 +138,22 @@ class EnvironmentCache:
         self._stride = 1
         self._marks: dict[Hashable, tuple] | None = None  # see mark_tensors
         self._marked_structure = None
+        self._x_columns: torch.Tensor | None = None
+
+    @property
+    def x_columns(self) -> torch.Tensor:
+        """The configurations transposed, ``(N, batch)`` contiguous: each variable's values in one row.
+
+        Computed once (compiled kernels read one variable of every sample at a time).
+
+        Returns
+        -------
+        torch.Tensor
+            ``x.T``, contiguous.
+        """
+        if self._x_columns is None:
+            self._x_columns = self.x.t().contiguous()
+        return self._x_columns
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -287,6 +303,22 @@ class EnvironmentCache:
             busy[key] -= 1
             if not busy[key]:
                 del busy[key]
+
+    def put(self, src: Hashable, dst: Hashable, msg: Message) -> None:
+        """Store ``msg`` as the message ``src -> dst``, computed elsewhere (a compiled sweep).
+
+        The caller guarantees that it equals what :meth:`message` would compute
+        from the current tensors (to rounding); it replaces any cached value.
+
+        Parameters
+        ----------
+        src, dst : hashable
+            Neighbouring nodes.
+        msg : Message
+            ``(vectors (B, D), log-scales (B,))``.
+        """
+        self._drop((src, dst))
+        self._store((src, dst), msg)
 
     def invalidate(self, node: Hashable) -> None:
         """Drop every cached message that depends on ``node``'s tensor.

@@ -20,6 +20,7 @@ summed in another order), so results agree to rounding; the tests check it.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,8 @@ import torch
 from ..errors import ConfigError
 
 __all__ = ["KERNEL_CHOICES", "NUMBA_MAX_WORK", "available", "get_kernels", "set_kernels",
-           "two_site_steps", "mps_site_message", "split_matrix"]
+           "two_site_steps", "mps_site_message", "split_matrix", "ChainRun", "chain_updates",
+           "chain_update_fits"]
 
 #: Accepted values of :func:`set_kernels` / ``TNBORN_KERNELS``.
 KERNEL_CHOICES = ("auto", "numba", "torch")
@@ -296,3 +298,147 @@ def split_matrix(a: torch.Tensor, cutoff: float, max_bond: int | None, min_bond:
         return None
     return (torch.from_numpy(left), torch.from_numpy(right), torch.from_numpy(s), int(keep),
             float(stats[0]), float(stats[1]))
+
+
+@dataclass
+class ChainRun:
+    """What :func:`chain_updates` did: the updates completed, their results, why it stopped.
+
+    Attributes
+    ----------
+    done : int
+        Number of updates completed (each one whole).
+    status : str
+        ``"ok"`` (all done), ``"gradient"`` (the steps of update ``done`` gave a
+        zero or non-finite block), ``"svd"`` (its split failed), or ``"limit"``
+        (its work is above the kernel's limits). The update at ``done`` changed
+        nothing: the caller runs it on its plain path.
+    sites : dict
+        Site -> new ``(D_l, d, D_r)`` array, for the sites the completed updates wrote.
+    messages : list of (torch.Tensor, torch.Tensor)
+        The outgoing message of each completed update (vectors, log-scales).
+    info : numpy.ndarray
+        ``(done, 3)``: kept dimension, largest discarded singular value over the
+        largest, discarded weight.
+    """
+
+    done: int
+    status: str
+    sites: dict
+    messages: list
+    info: np.ndarray
+
+
+_STATUS = {0: "ok", 1: "gradient", 2: "svd", 3: "svd", 4: "limit"}
+
+
+def chain_update_fits(batch: int, dl: int, dr: int, phys_dim: int) -> bool:
+    """Whether one update of :func:`chain_updates` is within the kernel's limits under the current choice.
+
+    Parameters
+    ----------
+    batch : int
+        Rows of one gradient step.
+    dl, dr : int
+        Outer bond dimensions of the two-site block.
+    phys_dim : int
+        Physical dimension.
+
+    Returns
+    -------
+    bool
+        False in ``"torch"`` mode, without numba, or (``"auto"``) above
+        :data:`NUMBA_MAX_WORK` or :data:`SPLIT_MAX_SIZE`.
+    """
+    choice = get_kernels()
+    if choice == "torch" or _kernels() is None:
+        return False
+    if choice == "auto":
+        return batch * dl * dr <= NUMBA_MAX_WORK and dl * phys_dim * phys_dim * dr <= SPLIT_MAX_SIZE
+    return True
+
+
+def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[torch.Tensor, torch.Tensor],
+                  x_columns: torch.Tensor, first_bond: int, leftward: bool, rows: torch.Tensor | None, batch: int,
+                  steps: int, lr: float, cutoff: float, max_bond: int | None, min_bond: int) -> ChainRun:
+    """Consecutive two-site updates along a chain in one compiled call (plain rule, SVD split).
+
+    Update ``i`` is on bond ``k = first_bond -+ i`` (sites ``k``, ``k + 1``;
+    ``leftward``: the centre, which starts on one of the first bond's sites,
+    moves to ``k``; else to ``k + 1``). Each is the sweep trainer's update, the
+    compiled equivalent of merge, :func:`two_site_steps`, :func:`split_matrix`
+    (singular values to the new centre) and :func:`mps_site_message` for the
+    site left behind; results agree with the plain path to rounding.
+
+    Parameters
+    ----------
+    sites : dict
+        Site -> ``(D_l, d, D_r)`` CPU array, for every site the updates touch
+        (not modified).
+    statics : list of (torch.Tensor, torch.Tensor)
+        Per update, the environment of the side that does not move: into site
+        ``k`` from the left (``leftward``) or into ``k + 1`` from the right.
+        Only the vectors are used.
+    moving : (torch.Tensor, torch.Tensor)
+        Vectors and log-scales of the environment into the first bond from the side the centre comes from.
+    x_columns : torch.Tensor
+        ``(N, n)`` int64 configurations, one contiguous row per variable
+        (:attr:`EnvironmentCache.x_columns <tnborn.environments.EnvironmentCache.x_columns>`).
+    first_bond : int
+        Bond of the first update.
+    leftward : bool
+        Direction.
+    rows : torch.Tensor or None
+        ``None``: every step uses all ``n`` rows (``batch == n``); else update
+        ``i``'s step ``j`` uses ``rows[(i * steps + j) * batch:][:batch]``.
+    batch, steps : int
+        Rows per step and steps per update.
+    lr, cutoff, max_bond, min_bond
+        As in :class:`~tnborn.training.settings.SweepSettings`.
+
+    Returns
+    -------
+    ChainRun
+        The completed updates.
+    """
+    from numba import typed, types
+
+    kern = _kernels()
+    nbonds = len(statics)
+    lo = min(sites)
+    hi = max(sites)
+    dtype = sites[lo].dtype
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    site_list = typed.List.empty_list(types.Array(types.float64 if np_dtype is np.float64 else types.float32,
+                                                  3, "C"))
+    for k in range(lo, hi + 1):
+        site_list.append(np.ascontiguousarray(_array(sites[k])))
+    vec_type = types.Array(types.float64 if np_dtype is np.float64 else types.float32, 2, "C")
+    static_list = typed.List.empty_list(vec_type)
+    for vec, _ in statics:
+        static_list.append(np.ascontiguousarray(_array(vec)))
+    out_vecs = typed.List.empty_list(vec_type)
+    out_logs = typed.List.empty_list(types.Array(types.float64 if np_dtype is np.float64 else types.float32,
+                                                 1, "C"))
+    n = x_columns.shape[1]
+    same = rows is None
+    r = np.arange(n, dtype=np.int64) if same else np.ascontiguousarray(_array(rows.to(torch.int64)))
+    info = np.zeros((nbonds, 3))
+    progress = np.zeros(1, dtype=np.int64)
+    choice = get_kernels()
+    max_work = NUMBA_MAX_WORK if choice == "auto" else np.iinfo(np.int64).max
+    max_split = SPLIT_MAX_SIZE if choice == "auto" else np.iinfo(np.int64).max
+    mvec, mlog = moving
+    try:
+        code = kern.chain_sweep(site_list, lo, static_list, np.ascontiguousarray(_array(mvec)),
+                                np.ascontiguousarray(_array(mlog)), np.ascontiguousarray(_array(x_columns)),
+                                int(first_bond), nbonds, bool(leftward), r, same, int(batch), int(steps),
+                                float(lr), float(cutoff), int(max_bond or 0), int(min_bond), int(max_work),
+                                int(max_split), out_vecs, out_logs, info, progress)
+    except np.linalg.LinAlgError:  # the SVD did not converge: that update is the caller's
+        code = 2
+    done = int(progress[0])
+    touched = range(first_bond - done + 1, first_bond + 2) if leftward else range(first_bond, first_bond + done + 1)
+    new_sites = {k: torch.from_numpy(site_list[k - lo]) for k in touched} if done else {}
+    messages = [(torch.from_numpy(out_vecs[i]), torch.from_numpy(out_logs[i])) for i in range(done)]
+    return ChainRun(done, _STATUS[int(code)], new_sites, messages, info[:done])

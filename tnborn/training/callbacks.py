@@ -29,9 +29,15 @@ class Callback:
         Set True in a subclass whose :meth:`on_step_end` never edits
         ``trainer.model.tn``: the sweep then skips the network check after it
         (:meth:`~tnborn.BornMachine.trusting_network`).
+    info_only : bool
+        Set True in a subclass whose :meth:`on_step_end` reads nothing but its
+        ``info`` record (not the model): the sweep may then run several updates
+        in one compiled call and report them afterwards, in order
+        (:mod:`tnborn.training.compiled`). Implies ``reads_only``.
     """
 
     reads_only: bool = False
+    info_only: bool = False
 
     def on_fit_start(self, trainer: Any, total_steps: int) -> None:
         """Called once before training; ``total_steps`` local updates are planned.
@@ -86,6 +92,7 @@ class ProgressBar(Callback):
     """
 
     reads_only = True
+    info_only = True
 
     def __init__(self, enabled: bool | None = None):
         self.enabled = enabled

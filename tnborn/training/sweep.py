@@ -38,6 +38,7 @@ from ..errors import ConfigError, NumericalError, PrecisionWarning
 from ..interface import BornMachine, TwoSiteBlock
 from .base import Trainer
 from .callbacks import Callback
+from .compiled import compiled_updates
 from .local_update import StepStats, block_gradient_steps, rescaled_gradient_steps
 from .settings import SweepSettings
 
@@ -446,13 +447,18 @@ class SweepTrainer(Trainer):
         edits_possible = any(type(cb).on_step_end is not Callback.on_step_end
                              and not getattr(cb, "reads_only", False) for cb in self.callbacks)
         with model.trusting_network():  # checked once here, not at every read of the centre
-            for i, (source, target) in enumerate(half):
-                info = self.update_bond(cache, source, target)
-                max_disc = max(max_disc, info["max_discarded"])
-                fallbacks += info["fallbacks"]
-                stats.add(info["steps"])
-                info.update(loop=loop, step_in_half_sweep=i)
-                self._step_done(info)
+            i = 0
+            while i < len(half):
+                # a run of chain updates in one compiled call where that applies (compiled.py),
+                # else (and for an update the kernel leaves) the plain transactional update
+                infos = compiled_updates(self, cache, half, i) or [self.update_bond(cache, *half[i])]
+                for info in infos:
+                    max_disc = max(max_disc, info["max_discarded"])
+                    fallbacks += info["fallbacks"]
+                    stats.add(info["steps"])
+                    info.update(loop=loop, step_in_half_sweep=i)
+                    self._step_done(info)
+                    i += 1
                 if edits_possible:
                     model.check_network()
         seconds = time.perf_counter() - t0

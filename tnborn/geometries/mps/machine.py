@@ -254,6 +254,21 @@ class MPSBornMachine(BornMachine):
         return kern.site_lpr(t.data, t.inds, self._bonds[k - 1] if k > 0 else None, self._phys[k],
                              self._bonds[k] if k < n - 1 else None)
 
+    def site_array(self, k: int) -> torch.Tensor:
+        """Site ``k``'s array reshaped to ``(D_l, d, D_r)`` (a view of the live data).
+
+        Parameters
+        ----------
+        k : int
+            The site.
+
+        Returns
+        -------
+        torch.Tensor
+            A 3-D view (end bonds of size 1).
+        """
+        return self._site(int(k))
+
     def site_arrays(self) -> list[torch.Tensor]:
         """Site arrays reshaped to ``(D_l, d, D_r)`` (views of the live data).
 
@@ -263,6 +278,46 @@ class MPSBornMachine(BornMachine):
             One 3-D array per site (end bonds of size 1).
         """
         return _lpr_sites(self._tensors, self._bonds, self._phys)
+
+    def replace_site_arrays(self, arrays: dict[int, torch.Tensor], center: int) -> None:
+        """Write new ``(D_l, d, D_r)`` arrays into sites and declare the centre (fast path of the sweep).
+
+        For the compiled chain sweep (:mod:`tnborn.training.compiled`), which
+        computes a run of two-site updates outside quimb and writes their
+        result back once: the same writes as :meth:`split` makes per update.
+        The arrays must leave the chain consistent (bond dimensions of
+        neighbours equal, checked) and canonical about ``center`` (not checked:
+        the caller's split guarantees it).
+
+        Parameters
+        ----------
+        arrays : dict
+            Site -> C-contiguous ``(D_l, d, D_r)`` array (end bonds of size 1), of the model's dtype.
+        center : int
+            The orthogonality centre after the writes.
+
+        Raises
+        ------
+        ConfigError
+            If a bond dimension no longer matches its neighbour's.
+        """
+        n = len(self._tensors)
+
+        def shape(k: int) -> tuple[int, ...]:
+            return tuple(arrays[k].shape) if k in arrays else tuple(self._site(k).shape)
+
+        for k in arrays:
+            if k + 1 < n and shape(k)[2] != shape(k + 1)[0]:
+                raise ConfigError(f"bond ({k}, {k + 1}): dimensions {shape(k)[2]} and {shape(k + 1)[0]} differ")
+            if k > 0 and k - 1 not in arrays and shape(k - 1)[2] != shape(k)[0]:
+                raise ConfigError(f"bond ({k - 1}, {k}): dimensions {shape(k - 1)[2]} and {shape(k)[0]} differ")
+        for k, a in arrays.items():
+            if k == 0:
+                a = a[0]
+            if k == n - 1:
+                a = a[..., 0]
+            self._tensors[k].modify(data=a)
+        self._center_moved(center, tuple(arrays))
 
     # ----------------------------------------------------------- sweeps
     def sweep_schedule(self) -> list[list[tuple[int, int]]]:

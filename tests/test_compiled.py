@@ -1,0 +1,279 @@
+"""The compiled chain sweep (tnborn.training.compiled) against the plain, one-update-at-a-time path.
+
+Every case trains the same model twice from the same state and seed, once with
+``set_kernels("torch")`` (the plain path: merge, design matrix, gradient steps,
+quimb split, lazily computed messages) and once with the compiled run of chain
+updates, and compares what a user sees: the step records, the bond dimensions,
+the batch stream, the NLL, log P of every row and the cached environments. The
+two paths do the same arithmetic in another order, so values agree to the
+first-order rounding bound of the computation (:func:`tolerances.rounding_bound`),
+and every discrete outcome (kept dimensions, rows drawn) is identical.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import tnborn.kernels._numba_mps as numba_kernels
+from tnborn import Callback, MPSBornMachine, SweepTrainer, kernels
+from tnborn.environments import EnvironmentCache
+from tnborn.errors import ConfigError
+from tnborn.training import compiled, sweep
+
+from tolerances import rounding_bound
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
+
+NUM = 8  # variables: 2 (N - 2) = 12 updates per loop
+
+
+@pytest.fixture(autouse=True)
+def _reset_choice():
+    yield
+    kernels.set_kernels(None)
+
+
+class Record(Callback):
+    """Reads only its records, so the compiled path may report updates after a run."""
+
+    info_only = True
+    reads_only = True
+
+    def __init__(self):
+        self.seen = []
+
+    def on_step_end(self, trainer, info):
+        self.seen.append((info["bond"], info["bond_dim"], info["step_in_half_sweep"], info["steps"].steps))
+
+
+def _positive_mps(dims, seed, dtype=torch.float64):
+    """Uniform [0.05, 1) entries (the authors' initialisation): psi has no cancellation."""
+    g = torch.Generator().manual_seed(seed)
+    full = [1] + list(dims) + [1]
+    return MPSBornMachine([(0.05 + 0.95 * torch.rand(full[k], 2, full[k + 1], generator=g,
+                                                      dtype=torch.float64)).to(dtype)
+                           for k in range(len(full) - 1)])
+
+
+def _data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 2, (n, NUM), generator=g, dtype=torch.int64)
+
+
+SETTINGS = dict(lr=0.05, cutoff=1e-3, max_bond=6, descent_steps=5, min_bond=2, seed=0)
+
+
+def _train(choice, data, loops=2, dtype=torch.float64, callbacks=(), **settings):
+    kernels.set_kernels(choice)
+    model = _positive_mps((2,) * (NUM - 1), seed=11, dtype=dtype)
+    record = Record()
+    trainer = SweepTrainer(model, callbacks=[record, *callbacks], progress=False, **{**SETTINGS, **settings})
+    trainer.fit(data, loops=loops)
+    return trainer, record
+
+
+def _spy(monkeypatch):
+    """Count the updates each compiled call completed."""
+    runs = []
+    real = kernels.chain_updates
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        runs.append((out.done, out.status))
+        return out
+
+    monkeypatch.setattr(kernels, "chain_updates", spy)
+    return runs
+
+
+def _bound(trainer, loops, rows):
+    """First-order rounding bound of ``loops`` loops of updates (steps over ``rows`` rows, a 4 D x D block)."""
+    updates = loops * 2 * (NUM - 2)
+    scale = max(abs(h["train_nll"]) for h in trainer.history)
+    return rounding_bound(trainer.model.dtype, updates * SETTINGS["descent_steps"] * (rows + 4 * 36), scale=scale)
+
+
+def _same_run(plain, fast, rec_plain, rec_fast, data, rows):
+    tp, tf = plain, fast
+    assert rec_fast.seen == rec_plain.seen  # bonds, kept dimensions, order, step counts
+    assert [h["bond_dims"] for h in tf.history] == [h["bond_dims"] for h in tp.history]
+    assert [h["steps"] for h in tf.history] == [h["steps"] for h in tp.history]
+    assert tf.stream.state_dict() == tp.stream.state_dict()  # the same rows were drawn
+    assert tf.model.center == tp.model.center
+    bound = _bound(tp, len(tp.history) // 2, rows)
+    for a, b in zip(tf.history, tp.history):
+        assert abs(a["train_nll"] - b["train_nll"]) <= bound
+    diff = (tf.model.log_prob(data) - tp.model.log_prob(data)).abs().max()
+    assert float(diff) <= bound
+
+
+@pytest.mark.parametrize("batch", [9, None])
+def test_compiled_sweep_matches_the_plain_path(monkeypatch, batch):
+    data = _data(40, seed=5)
+    plain, rec_plain = _train("torch", data, batch_size=batch)
+    runs = _spy(monkeypatch)
+    fast, rec_fast = _train("numba", data, batch_size=batch)
+    # every update of the fast run was compiled, one call per half-sweep
+    assert sum(done for done, _ in runs) == 2 * 2 * (NUM - 2) and all(s == "ok" for _, s in runs)
+    assert len(runs) == 4
+    _same_run(plain, fast, rec_plain, rec_fast, data, 40 if batch is None else batch)
+
+
+def test_float32_matches_the_plain_path(monkeypatch):
+    data = _data(40, seed=5)
+    plain, rec_plain = _train("torch", data, loops=1, dtype=torch.float32, batch_size=9, cutoff=1e-2)
+    runs = _spy(monkeypatch)
+    fast, rec_fast = _train("numba", data, loops=1, dtype=torch.float32, batch_size=9, cutoff=1e-2)
+    assert sum(done for done, _ in runs) == 2 * (NUM - 2)
+    assert fast.model.dtype == torch.float32 and all(t.dtype == torch.float32 for t in fast.model.site_arrays())
+    _same_run(plain, fast, rec_plain, rec_fast, data, 9)
+
+
+def test_cached_messages_are_the_exact_environments():
+    """After a compiled run the cache holds what a fresh cache computes from the final tensors."""
+    data = _data(40, seed=5)
+    fast, _ = _train("numba", data, batch_size=9)
+    cache = fast._cache
+    fresh = EnvironmentCache(fast.model, cache.x)
+    keys = list(cache._messages)
+    assert len(keys) >= NUM - 1  # every message into the centre and more
+    bound = rounding_bound(torch.float64, 4 * NUM * 36)
+    for key in keys:
+        (v, lg), (fv, flg) = cache._messages[key], fresh.message(*key)
+        assert float((v - fv).abs().max()) <= bound
+        assert float((lg - flg).abs().max()) <= bound * NUM
+
+
+def test_a_callback_reading_the_model_per_update_gets_the_plain_path(monkeypatch):
+    class Reader(Callback):
+        def __init__(self):
+            self.dims = []
+
+        def on_step_end(self, trainer, info):
+            self.dims.append(tuple(trainer.model.bond_dims()))
+
+    data = _data(40, seed=5)
+    runs = _spy(monkeypatch)
+    reader = Reader()
+    _train("numba", data, loops=1, batch_size=9, callbacks=[reader])
+    assert runs == []  # it sees the model after every update, as it was promised
+    assert len(reader.dims) == 2 * (NUM - 2) and len(set(reader.dims)) > 1
+
+
+@pytest.mark.parametrize("setting", [dict(gradient_rescale="norm0.25"), dict(max_nll_rise=0.0)])
+def test_other_local_updates_get_the_plain_path(monkeypatch, setting):
+    runs = _spy(monkeypatch)
+    _train("numba", _data(40, seed=5), loops=1, batch_size=9, **setting)
+    assert runs == []
+
+
+def test_updates_above_the_work_limit_run_on_the_plain_path_and_the_run_resumes(monkeypatch):
+    data = _data(40, seed=5)
+    plain, rec_plain = _train("torch", data, batch_size=9)
+    runs = _spy(monkeypatch)
+    plain_updates = []
+    real_update = SweepTrainer.update_bond
+
+    def counted(self, cache, source, target):
+        plain_updates.append((source, target))
+        return real_update(self, cache, source, target)
+
+    monkeypatch.setattr(SweepTrainer, "update_bond", counted)
+    # blocks with Dl * Dr > 9 (inner bonds once they have grown) exceed the limit
+    monkeypatch.setattr(kernels, "NUMBA_MAX_WORK", 9 * 9)
+    fast, rec_fast = _train("auto", data, batch_size=9)
+    assert plain_updates and any(done for done, _ in runs)
+    assert {s for _, s in runs} <= {"ok", "limit"} and "limit" in {s for _, s in runs}
+    assert len(plain_updates) + sum(done for done, _ in runs) == 2 * 2 * (NUM - 2)
+    _same_run(plain, fast, rec_plain, rec_fast, data, 9)
+
+
+def test_an_update_the_kernel_does_not_complete_is_redone_on_the_plain_path(monkeypatch):
+    """A run that stops (a failed SVD, a zero psi) keeps its completed updates and the stream
+    stands after their rows; the plain path then runs the update, and the compiled run resumes."""
+    data = _data(40, seed=5)
+    plain, rec_plain = _train("torch", data, batch_size=9)
+    real = numba_kernels.chain_sweep
+    stops = []
+
+    def stops_after_two(*args):
+        args = list(args)
+        nbonds = args[7]
+        args[7] = min(nbonds, 2)
+        code = real(*args)
+        if nbonds > 2:
+            stops.append(nbonds)
+            return 2  # as if the third update's SVD had failed
+        return code
+
+    monkeypatch.setattr(numba_kernels, "chain_sweep", stops_after_two)
+    runs = _spy(monkeypatch)
+    fast, rec_fast = _train("numba", data, batch_size=9)
+    assert stops and ("svd" in {s for _, s in runs})
+    _same_run(plain, fast, rec_plain, rec_fast, data, 9)
+
+
+def test_an_exception_in_a_run_leaves_model_cache_and_stream_as_they_were(monkeypatch):
+    data = _data(40, seed=5)
+    kernels.set_kernels("numba")
+    model = _positive_mps((2,) * (NUM - 1), seed=11)
+    trainer = SweepTrainer(model, progress=False, batch_size=9, **{k: v for k, v in SETTINGS.items()})
+    trainer.fit(data, loops=1)
+    arrays = [a.clone() for a in model.site_arrays()]
+    center, stream = model.center, trainer.stream.state_dict()
+    messages = dict(trainer._cache._messages)
+    real = numba_kernels.chain_sweep
+
+    def fails_midway(*args):
+        args = list(args)
+        args[7] = min(args[7], 2)
+        real(*args)  # two updates done inside the call, then:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(numba_kernels, "chain_sweep", fails_midway)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(data, loops=1)
+    assert all(torch.equal(a, b) for a, b in zip(model.site_arrays(), arrays))
+    assert model.center == center and trainer.stream.state_dict() == stream
+    assert trainer._cache._messages.keys() == messages.keys()
+    assert all(trainer._cache._messages[k] is messages[k] for k in messages)
+    monkeypatch.setattr(numba_kernels, "chain_sweep", real)
+    trainer.fit(data, loops=1)  # and training goes on from there
+    assert len(trainer.history) == 4
+
+
+def test_replace_site_arrays_checks_the_chain():
+    model = _positive_mps((2, 3, 2), seed=0)
+    a = model.site_array(1)
+    with pytest.raises(ConfigError, match="bond \\(1, 2\\): dimensions 4 and 3 differ"):
+        model.replace_site_arrays({1: torch.ones(a.shape[0], 2, 4, dtype=torch.float64)}, center=1)
+    with pytest.raises(ConfigError, match="bond \\(0, 1\\): dimensions 2 and 5 differ"):
+        model.replace_site_arrays({1: torch.ones(5, 2, 3, dtype=torch.float64)}, center=1)
+    ends = {0: torch.ones(1, 2, 2, dtype=torch.float64), 3: torch.ones(2, 2, 1, dtype=torch.float64)}
+    model.replace_site_arrays(ends, center=0)
+    assert model.center == 0
+    assert torch.equal(model.site_array(0), ends[0]) and torch.equal(model.site_array(3), ends[3])
+    assert model.tn.tensors[0].shape == (2, 2)  # quimb's end tensors have no outer bond
+
+
+def test_cache_columns_and_put():
+    model = _positive_mps((2, 3, 2), seed=0)
+    x = torch.randint(0, 2, (6, 4))
+    cache = EnvironmentCache(model, x)
+    assert torch.equal(cache.x_columns, x.T) and cache.x_columns.is_contiguous()
+    msg = (torch.ones(6, 2, dtype=torch.float64), torch.zeros(6, dtype=torch.float64))
+    cache.message(0, 1)
+    cache.put(0, 1, msg)
+    assert cache.message(0, 1) is msg
+
+
+def test_chain_runs_are_read_off_the_schedule():
+    half = [(4, 3), (3, 2), (2, 1), (5, 6)]
+    assert compiled._run_of_bonds(half, 0) == (True, 3, 3)
+    assert compiled._run_of_bonds(half, 3) == (False, 5, 1)
+    assert compiled._run_of_bonds([("a", "b")], 0) is None
+    assert compiled._run_of_bonds([(1, 3)], 0) is None
+    long = [(k, k + 1) for k in range(200)]
+    assert compiled._run_of_bonds(long, 0) == (False, 0, compiled.CHUNK_BONDS)
+    assert sweep.compiled_updates is compiled.compiled_updates
