@@ -200,7 +200,7 @@ def records(trainer, clock, first=0) -> list[dict]:
         dims = rec["bond_dims"]
         out.append({"half_sweep": rec["half_sweep"], "loop": rec["loop"], "train_nll": rec["train_nll"],
                     "seconds": rec["seconds"], "cpu_seconds": cpu, "max_bond": rec["max_bond"],
-                    "mean_bond": float(np.mean(dims))})
+                    "mean_bond": float(np.mean(dims)), "bond_dims": list(dims)})
     return out
 
 

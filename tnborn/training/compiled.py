@@ -131,8 +131,8 @@ def compiled_updates(trainer: Any, cache: EnvironmentCache, half: list, start: i
     per_update = batch * s.descent_steps
     rows = None if full_batch else trainer.stream.take(n, per_update * length)
     try:
-        result = kernels.chain_updates(sites, statics, moving, cache.x_columns, first, leftward, rows, batch, s.descent_steps,
-                                       s.lr, s.cutoff, s.max_bond, s.min_bond)
+        result = kernels.chain_updates(sites, statics, moving, cache.x_columns, first, leftward, rows, batch,
+                                       s.descent_steps, s.lr, s.cutoff, s.max_bond, s.min_bond)
     except BaseException:
         trainer.stream.restore(snapshot)
         raise

@@ -445,7 +445,8 @@ class SweepTrainer(Trainer):
         model = self.model
         # callbacks that act after every step may edit model.tn: check the network after them
         edits_possible = any(type(cb).on_step_end is not Callback.on_step_end
-                             and not getattr(cb, "reads_only", False) for cb in self.callbacks)
+                             and not (getattr(cb, "reads_only", False) or getattr(cb, "info_only", False))
+                             for cb in self.callbacks)
         with model.trusting_network():  # checked once here, not at every read of the centre
             i = 0
             while i < len(half):
