@@ -36,7 +36,7 @@ __all__ = ["CHUNK_BONDS", "compiled_updates"]
 
 #: Largest number of updates per compiled call: the trainer reports steps to the
 #: callbacks (the progress bar) once per call.
-CHUNK_BONDS = 64
+CHUNK_BONDS = 256
 
 
 def _run_of_bonds(half: list, start: int) -> tuple[bool, int, int] | None:
@@ -96,21 +96,20 @@ def compiled_updates(trainer: Any, cache: EnvironmentCache, half: list, start: i
     if start >= len(half) or not _applies(trainer):
         return []
     model, s = trainer.model, trainer.active_settings
-    if model.center not in half[start]:
+    src, tgt = half[start]
+    if model.center not in (src, tgt) or not (isinstance(src, int) and isinstance(tgt, int)) \
+            or abs(src - tgt) != 1:
         return []
-    run = _run_of_bonds(half, start)
-    if run is None:
-        return []
-    leftward, first, length = run
-    num = model.num_variables
-    x = cache.x
-    n = x.shape[0]
+    n = cache.x.shape[0]
     full_batch = s.batch_size is None or s.batch_size >= n
     batch = n if full_batch else s.batch_size
+    first = min(src, tgt)
     dl = model.site_array(first).shape[0]
     dr = model.site_array(first + 1).shape[2]
-    if not kernels.chain_update_fits(batch, dl, dr, model.phys_dim):
+    if not kernels.chain_update_fits(batch, dl, dr, model.phys_dim):  # cheap checks before the run's
         return []
+    leftward, first, length = _run_of_bonds(half, start)
+    num = model.num_variables
     dtype = model.dtype
     bonds = [first - i for i in range(length)] if leftward else [first + i for i in range(length)]
 
