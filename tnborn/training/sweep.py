@@ -243,7 +243,7 @@ class SweepTrainer(Trainer):
                     if fail.phase == "gradient" and s.max_nll_rise is None:
                         hint = ("; if the run diverged (small batches, e.g. a tree at the authors' batch "
                                 "of 50), pass max_nll_rise=0: the step guard keeps every gradient step "
-                                "from raising its batch NLL")
+                                "from raising the NLL of the rows drawn for its bond")
                     raise NumericalError(
                         f"the two-site update of bond ({source!r}, {target!r}) failed: {fail.cause} "
                         f"({tried}); the model and the trainer are unchanged by this update{hint}"
@@ -282,9 +282,10 @@ class SweepTrainer(Trainer):
         n = cache.x.shape[0] if self.communicator.world_size == 1 else self._num_rows
         rows, batches, sizes = self._batches(n, cache.x.device)
         # compiled kernel (tnborn.kernels) where it applies: the plain rule, one process, no
-        # step guard; else None and the generic local update below
+        # step guard, no per-sample cap; else None and the generic local update below
         new = None
-        if self.communicator.world_size == 1 and s.gradient_rescale == "none" and s.max_nll_rise is None:
+        if (self.communicator.world_size == 1 and s.gradient_rescale == "none" and s.max_nll_rise is None
+                and s.max_sample_change is None):
             new = kernels.two_site_steps(block, envs, cache.x, rows, batches, lr)
             if new is not None:
                 stats.steps += len(batches)
@@ -301,7 +302,8 @@ class SweepTrainer(Trainer):
                 matrix = block_gradient_steps(matrix, feats, last, batches, lr, rule=s.gradient_rescale,
                                               sizes=sizes, communicator=self.communicator,
                                               max_nll_rise=s.max_nll_rise, max_shrinks=s.guard_shrinks,
-                                              stats=stats)
+                                              guard_scope=s.guard_scope,
+                                              max_sample_change=s.max_sample_change, stats=stats)
             except NumericalError as exc:
                 raise _UpdateFailed("gradient", exc) from exc
             new = matrix.reshape(shape).permute(*[perm.index(i) for i in range(len(perm))])
