@@ -161,7 +161,8 @@ def test_a_callback_reading_the_model_per_update_gets_the_plain_path(monkeypatch
     assert len(reader.dims) == 2 * (NUM - 2) and len(set(reader.dims)) > 1
 
 
-@pytest.mark.parametrize("setting", [dict(gradient_rescale="norm0.25"), dict(max_nll_rise=0.0)])
+@pytest.mark.parametrize("setting", [dict(gradient_rescale="norm0.25"), dict(max_nll_rise=0.0),
+                                     dict(max_sample_change=1.0), dict(svd_method="svd:eig")])
 def test_other_local_updates_get_the_plain_path(monkeypatch, setting):
     runs = _spy(monkeypatch)
     _train("numba", _data(40, seed=5), loops=1, batch_size=9, **setting)
@@ -274,6 +275,6 @@ def test_chain_runs_are_read_off_the_schedule():
     assert compiled._run_of_bonds(half, 3) == (False, 5, 1)
     assert compiled._run_of_bonds([("a", "b")], 0) is None
     assert compiled._run_of_bonds([(1, 3)], 0) is None
-    long = [(k, k + 1) for k in range(200)]
+    long = [(k, k + 1) for k in range(2 * compiled.CHUNK_BONDS)]
     assert compiled._run_of_bonds(long, 0) == (False, 0, compiled.CHUNK_BONDS)
     assert sweep.compiled_updates is compiled.compiled_updates

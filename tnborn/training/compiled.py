@@ -9,8 +9,9 @@ callbacks are brought up to date once per chunk, as if the updates had run
 one by one (same rows, same writes, same messages, same step records).
 
 It applies when the update is the plain one (one process, the ``"none"``
-rule, no step guard, ``svd_method="svd"``), the geometry supplies the chain
-hooks (``site_array`` and ``replace_site_arrays``: the MPS), the arrays are
+rule, no step guard, no per-sample cap, ``svd_method="svd"``), the geometry
+supplies the chain hooks (``site_array`` and ``replace_site_arrays``: the
+MPS), the arrays are
 real float64/float32 on the CPU, the kernels are enabled
 (:func:`tnborn.kernels.set_kernels`) and every callback that acts after each
 update only reads its record (``Callback.info_only``). Otherwise, and for an
@@ -58,7 +59,7 @@ def _run_of_bonds(half: list, start: int) -> tuple[bool, int, int] | None:
 def _applies(trainer: Any) -> bool:
     model, s = trainer.model, trainer.active_settings
     if trainer.communicator.world_size != 1 or s.gradient_rescale != "none" or s.max_nll_rise is not None \
-            or s.svd_method != "svd":
+            or s.max_sample_change is not None or s.svd_method != "svd":
         return False
     if not (hasattr(model, "replace_site_arrays") and hasattr(model, "site_array")):
         return False
