@@ -242,8 +242,10 @@ class SweepTrainer(Trainer):
                     hint = ""
                     if fail.phase == "gradient" and s.max_nll_rise is None:
                         hint = ("; if the run diverged (small batches, e.g. a tree at the authors' batch "
-                                "of 50), pass max_nll_rise=0: the step guard keeps every gradient step "
-                                "from raising the NLL of the rows drawn for its bond")
+                                "of 50), pass max_nll_rise=0 (the step guard keeps every gradient step "
+                                "from raising the NLL of the rows drawn for its bond) and pass "
+                                "max_sample_change=1 (no sample's own term may more than double its "
+                                "amplitude): examples/stability_batch50.py trains that way")
                     raise NumericalError(
                         f"the two-site update of bond ({source!r}, {target!r}) failed: {fail.cause} "
                         f"({tried}); the model and the trainer are unchanged by this update{hint}"
