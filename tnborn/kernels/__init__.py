@@ -133,6 +133,11 @@ def _array(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+def _contiguous(t: torch.Tensor) -> np.ndarray:
+    """A C-contiguous numpy view (a copy only if ``t`` is not contiguous)."""
+    return t.numpy() if t.is_contiguous() and not t.requires_grad else np.ascontiguousarray(_array(t))
+
+
 def two_site_steps(block: Any, envs: dict, x: torch.Tensor, rows: torch.Tensor | None,
                    batches: list[slice], lr: float) -> torch.Tensor | None:
     """The normalised gradient steps of one chain-shaped two-site block, compiled; ``None`` if not applicable.
@@ -412,11 +417,11 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     site_list = typed.List.empty_list(types.Array(types.float64 if np_dtype is np.float64 else types.float32,
                                                   3, "C"))
     for k in range(lo, hi + 1):
-        site_list.append(np.ascontiguousarray(_array(sites[k])))
+        site_list.append(_contiguous(sites[k]))
     vec_type = types.Array(types.float64 if np_dtype is np.float64 else types.float32, 2, "C")
     static_list = typed.List.empty_list(vec_type)
     for vec, _ in statics:
-        static_list.append(np.ascontiguousarray(_array(vec)))
+        static_list.append(_contiguous(vec))
     out_vecs = typed.List.empty_list(vec_type)
     out_logs = typed.List.empty_list(types.Array(types.float64 if np_dtype is np.float64 else types.float32,
                                                  1, "C"))

@@ -145,17 +145,13 @@ def compiled_updates(trainer: Any, cache: EnvironmentCache, half: list, start: i
         return []
     last = bonds[done - 1]
     model.replace_site_arrays(result.sites, last if leftward else last + 1)
+    for k in result.sites:  # the messages of every site written (each update's two), then the new ones
+        cache.invalidate(k)
     records = []
-    for i in range(done):
+    for i, (keep, max_disc, weight) in enumerate(result.info.tolist()):
         k = bonds[i]
-        src, tgt = (k + 1, k) if leftward else (k, k + 1)
-        cache.invalidate(src)
-        cache.invalidate(tgt)
-        keep, max_disc, weight = result.info[i]
-        records.append({"bond": (src, tgt), "bond_dim": int(keep), "max_discarded": float(max_disc),
-                        "discarded_weight": float(weight), "fallbacks": 0,
-                        "steps": StepStats(steps=s.descent_steps)})
-    for i in range(done):
-        k = bonds[i]
-        cache.put(*((k + 1, k) if leftward else (k, k + 1)), result.messages[i])
+        bond = (k + 1, k) if leftward else (k, k + 1)
+        cache.put(*bond, result.messages[i])
+        records.append({"bond": bond, "bond_dim": int(keep), "max_discarded": max_disc,
+                        "discarded_weight": weight, "fallbacks": 0, "steps": StepStats(steps=s.descent_steps)})
     return records
