@@ -6,6 +6,12 @@ its plain torch code, which stays the reference and the fallback (CUDA,
 complex dtypes, geometries other than the MPS, data-parallel training, the
 ``norm0.25`` rule, numba missing, or work large enough for BLAS to win).
 
+Two granularities: one piece of one update (:func:`two_site_steps`,
+:func:`mps_site_message`, :func:`split_matrix`), used by the trainer's
+one-update-at-a-time path, and a whole run of consecutive chain updates in
+one call (:func:`chain_updates`, driven by :mod:`tnborn.training.compiled`),
+which removes the Python between the pieces.
+
 Selection: :func:`set_kernels` or the ``TNBORN_KERNELS`` environment variable,
 
 - ``"auto"`` (default): numba where it applies and the work per step is at
