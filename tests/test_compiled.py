@@ -244,6 +244,42 @@ def test_an_exception_in_a_run_leaves_model_cache_and_stream_as_they_were(monkey
     assert len(trainer.history) == 4
 
 
+def test_an_interrupt_while_writing_back_restores_the_model(monkeypatch):
+    """An exception after the kernel, in the middle of the write-back (an interrupt lands at the next
+    Python instruction), leaves the model, its centre, the cache's messages and the stream as before."""
+    data = _data(40, seed=5)
+    kernels.set_kernels("numba")
+    model = _positive_mps((2,) * (NUM - 1), seed=11)
+    trainer = SweepTrainer(model, progress=False, batch_size=9, **SETTINGS)
+    trainer.fit(data, loops=1)
+    arrays = [a.clone() for a in model.site_arrays()]
+    center, stream = model.center, trainer.stream.state_dict()
+    x = trainer._cache.x
+    real_put = EnvironmentCache.put
+    calls = []
+
+    def put_then_interrupt(self, *args):
+        calls.append(args[:2])
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_put(self, *args)
+
+    monkeypatch.setattr(EnvironmentCache, "put", put_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(data, loops=1)
+    assert len(calls) == 3
+    assert all(torch.equal(a, b) for a, b in zip(model.site_arrays(), arrays))
+    assert model.center == center and trainer.stream.state_dict() == stream
+    fresh = EnvironmentCache(model, x)
+    bound = rounding_bound(torch.float64, 4 * NUM * 36)  # as in test_cached_messages_are_the_exact_environments
+    for key, (vec, log) in trainer._cache._messages.items():  # whatever is cached belongs to the model
+        fv, flog = fresh.message(*key)
+        assert float((vec - fv).abs().max()) <= bound and float((log - flog).abs().max()) <= bound * NUM
+    monkeypatch.setattr(EnvironmentCache, "put", real_put)
+    trainer.fit(data, loops=1)
+    assert len(trainer.history) == 4
+
+
 def test_replace_site_arrays_checks_the_chain():
     model = _positive_mps((2, 3, 2), seed=0)
     a = model.site_array(1)

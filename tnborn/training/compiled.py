@@ -130,28 +130,35 @@ def compiled_updates(trainer: Any, cache: EnvironmentCache, half: list, start: i
     snapshot = trainer.stream.snapshot()
     per_update = batch * s.descent_steps
     rows = None if full_batch else trainer.stream.take(n, per_update * length)
+    center, writing = model.center, False
     try:
         result = kernels.chain_updates(sites, statics, moving, cache.x_columns, first, leftward, rows, batch,
                                        s.descent_steps, s.lr, s.cutoff, s.max_bond, s.min_bond)
-    except BaseException:
+        done = result.done
+        if done < length and not full_batch:  # the stream stands after the completed updates' rows
+            trainer.stream.restore(snapshot)
+            if done:
+                trainer.stream.take(n, per_update * done)
+        if not done:
+            return []
+        last = bonds[done - 1]
+        writing = True
+        model.replace_site_arrays(result.sites, last if leftward else last + 1)
+        for k in result.sites:  # the messages of every site written (each update's two), then the new ones
+            cache.invalidate(k)
+        records = []
+        for i, (keep, max_disc, weight) in enumerate(result.info.tolist()):
+            k = bonds[i]
+            bond = (k + 1, k) if leftward else (k, k + 1)
+            cache.put(*bond, result.messages[i])
+            records.append({"bond": bond, "bond_dim": int(keep), "max_discarded": max_disc,
+                            "discarded_weight": weight, "fallbacks": 0,
+                            "steps": StepStats(steps=s.descent_steps)})
+    except BaseException:  # (an interrupt, say) nothing of the run stays: sites, centre, cache, stream
+        if writing:
+            model.replace_site_arrays(sites, center)
+            for k in sites:
+                cache.invalidate(k)
         trainer.stream.restore(snapshot)
         raise
-    done = result.done
-    if done < length and not full_batch:  # the stream stands after the completed updates' rows
-        trainer.stream.restore(snapshot)
-        if done:
-            trainer.stream.take(n, per_update * done)
-    if not done:
-        return []
-    last = bonds[done - 1]
-    model.replace_site_arrays(result.sites, last if leftward else last + 1)
-    for k in result.sites:  # the messages of every site written (each update's two), then the new ones
-        cache.invalidate(k)
-    records = []
-    for i, (keep, max_disc, weight) in enumerate(result.info.tolist()):
-        k = bonds[i]
-        bond = (k + 1, k) if leftward else (k, k + 1)
-        cache.put(*bond, result.messages[i])
-        records.append({"bond": bond, "bond_dim": int(keep), "max_discarded": max_disc,
-                        "discarded_weight": weight, "fallbacks": 0, "steps": StepStats(steps=s.descent_steps)})
     return records
