@@ -59,6 +59,38 @@ def exact_log_probs(model) -> torch.Tensor:
     return torch.log(w) - torch.log(w.sum())
 
 
+def amplitude_condition(model) -> torch.Tensor:
+    """Condition number ``kappa(x) = sum over paths |product| / |psi(x)|`` of every amplitude.
+
+    The numerator is the full contraction of the network with every entry
+    replaced by its absolute value: any summation order computes ``psi(x)``
+    with an error at most ``gamma_n * numerator`` (``n`` the rounded steps
+    along a path), so ``log P(x)`` has an error up to ``~2 gamma_n kappa(x)``.
+    Large where the amplitude is a near-cancellation (a tiny ``P``), ``inf``
+    where ``psi(x) = 0``.
+    """
+    absolute = model.copy()
+    for node in absolute.nodes():
+        t = absolute.node_tensor(node)
+        t.modify(data=t.data.abs())
+    return dense_psi(absolute).abs().to(torch.float64) / dense_psi(model).abs().to(torch.float64)
+
+
+def chain_log_prob_bound(model, extra_operations: float = 0) -> torch.Tensor:
+    """Per-configuration bound on ``|log P - log P_exact|`` for a chain (MPS), from the conditioning.
+
+    Along a chain every bond is summed once, in whatever order the
+    contraction runs: ``sum_k D_k + N`` rounded steps per amplitude. Two
+    computations of ``psi`` (the tested one and the dense reference) each
+    contribute ``2 gamma kappa(x)`` to ``log |psi|^2`` and ``gamma`` to
+    ``log Z`` (a sum of squares: condition number one).
+    """
+    from tolerances import rounding_bound
+
+    ops = sum(model.bond_dims()) + model.num_variables + extra_operations
+    return rounding_bound(model.dtype, ops) * (4.0 * amplitude_condition(model) + 2.0)
+
+
 def exact_conditional(logp_all: torch.Tensor, x: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact conditional distribution over all configurations agreeing with ``x`` on ``known``.
 
@@ -179,6 +211,30 @@ def assert_unchanged(model, before: list[torch.Tensor]) -> None:
     for a, b in zip(after, before):
         assert a.shape == b.shape and a.dtype == b.dtype
         assert torch.equal(a, b)
+
+
+def record_cutoff_margins(monkeypatch) -> list[float]:
+    """Record :func:`tolerances.cutoff_margin` of every split decided by ``truncation_rank``.
+
+    Patches the rule where the generic split (``interface.blocks``) and the
+    MPS fast path (``geometries.mps.machine``) call it; the compiled kernel
+    applies the same rule in numba and is not seen. Returns the list the
+    margins are appended to.
+    """
+    import tnborn.geometries.mps.machine as mps_machine
+    import tnborn.interface.blocks as blocks
+    from tolerances import cutoff_margin
+
+    margins: list[float] = []
+    real = blocks.truncation_rank
+
+    def spy(s, cutoff, max_bond, min_bond):
+        margins.append(cutoff_margin(s, cutoff, max_bond, min_bond))
+        return real(s, cutoff, max_bond, min_bond)
+
+    monkeypatch.setattr(blocks, "truncation_rank", spy)
+    monkeypatch.setattr(mps_machine, "truncation_rank", spy)
+    return margins
 
 
 def shared_file(name: str) -> Path:

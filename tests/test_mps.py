@@ -22,8 +22,8 @@ import tnborn
 from tnborn import MPSBornMachine
 from tnborn.interface import BornMachine
 
-from conftest import all_configs, dense_psi, exact_log_probs, shared_file
-from tolerances import tol
+from conftest import all_configs, chain_log_prob_bound, dense_psi, exact_log_probs, record_cutoff_margins, shared_file
+from tolerances import rounding_bound, tol
 
 # (N, bond_dim); bond_dim None = the exact maximum 2^floor(N/2)
 SIZES = [(n, d) for n in (2, 5, 8, 12) for d in (1, 2, 3, 5, None)]
@@ -53,10 +53,13 @@ def test_log_prob_matches_brute_force(n, d):
     exact = exact_log_probs(model)
     fast = model.log_prob(x)
     generic = _generic_log_prob(model, x)
-    eps = tol(torch.float64)
+    # per configuration, from the conditioning of its amplitude: a near-cancellation (P ~ e^-31,
+    # kappa ~ 7e6 at N=12, D=5) loses digits on any machine, by an amount that depends on the
+    # summation order; a fixed 1e-10 was met there with a factor 2 to spare on one CPU only
+    eps = chain_log_prob_bound(model)
     assert fast.dtype == torch.float64 and fast.shape == (2**n,)
-    assert torch.allclose(fast, exact, rtol=0, atol=eps), float((fast - exact).abs().max())
-    assert torch.allclose(generic, exact, rtol=0, atol=eps), float((generic - exact).abs().max())
+    assert bool(((fast - exact).abs() <= eps).all()), float(((fast - exact).abs() / eps).max())
+    assert bool(((generic - exact).abs() <= eps).all()), float(((generic - exact).abs() / eps).max())
     # normalisation of the fast path on its own (not relative to the reference)
     assert abs(float(torch.logsumexp(fast, dim=0))) < tol(torch.float64, "norm")
     assert abs(float(torch.logsumexp(generic, dim=0))) < tol(torch.float64, "norm")
@@ -89,16 +92,21 @@ def test_invariant_under_moving_the_center(n, d):
     x = all_configs(n)
     exact = exact_log_probs(model)
     eps = tol(torch.float64, "gauge")
+    # per configuration: the table's value, or more where the amplitude is ill-conditioned
+    # (a near-cancellation, kappa ~ 1e7 at N=12); a centre move adds a QR of each site
+    # (d D_l D_r rounded steps at most per entry) to the chain's own rounding
+    qr_ops = sum(model.phys_dim * a * b for a, b in zip([1] + model.bond_dims(), model.bond_dims() + [1]))
+    eps_x = chain_log_prob_bound(model, extra_operations=qr_ops).clamp_min(eps)
     for k in (0, 1, n // 2, n - 2, n - 1, 2):
         model.move_center(k)
         assert model.center == k
-        assert torch.allclose(model.log_prob(x), exact, rtol=0, atol=eps)
+        assert bool(((model.log_prob(x) - exact).abs() <= eps_x).all())
         # the centre is really canonical: log Z from the centre equals the full contraction
         assert abs(float(model.log_norm() - BornMachine.log_norm(model))) < eps
     # forget the centre: log_norm by transfer matrices (MPS) and by the generic contraction
     model.drop_center()
-    assert torch.allclose(model.log_prob(x), exact, rtol=0, atol=eps)
-    assert torch.allclose(_generic_log_prob(model, x), exact, rtol=0, atol=eps)
+    assert bool(((model.log_prob(x) - exact).abs() <= eps_x).all())
+    assert bool(((_generic_log_prob(model, x) - exact).abs() <= eps_x).all())
 
 
 @pytest.mark.parametrize("where", ["center", "other"])
@@ -309,7 +317,8 @@ def test_registered_as_mps():
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("u,v", [(0, 1), (1, 0), (3, 4), (4, 3), (6, 7), (7, 6)])
 @pytest.mark.parametrize("cutoff,max_bond,min_bond", [(0.0, None, 1), (0.2, None, 1), (0.05, 3, 2), (0.99, None, 2)])
-def test_fast_merge_split_equals_generic(u, v, cutoff, max_bond, min_bond):
+def test_fast_merge_split_equals_generic(monkeypatch, u, v, cutoff, max_bond, min_bond):
+    margins = record_cutoff_margins(monkeypatch)
     fast = _model(8, 6, seed=13)
     fast.move_center(u)
     generic = fast.copy()
@@ -330,6 +339,9 @@ def test_fast_merge_split_equals_generic(u, v, cutoff, max_bond, min_bond):
     new_f = new_g.permute(*perm)
     info_f = fast.split(bf, new_f, target=v, cutoff=cutoff, max_bond=max_bond, min_bond=min_bond)
     info_g = BornMachine.split(generic, bg, new_g, target=v, cutoff=cutoff, max_bond=max_bond, min_bond=min_bond)
+    # two SVD drivers on the same block: equal kept dimensions need the singular values clear of the
+    # cutoff by more than their rounding (the block has at most 12 x 12 = 144 entries, unit norm)
+    assert margins and min(margins) > rounding_bound(torch.float64, bg.data.numel()), margins
     assert info_f.bond_dim == info_g.bond_dim
     assert abs(info_f.max_discarded - info_g.max_discarded) < 1e-12
     assert abs(info_f.discarded_weight - info_g.discarded_weight) < 1e-12

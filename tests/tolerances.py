@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["TOL", "rounding_bound", "tol", "unit_roundoff"]
+__all__ = ["TOL", "cutoff_margin", "rounding_bound", "tol", "unit_roundoff"]
 
 TOL: dict[torch.dtype, dict[str, float]] = {
     torch.float64: {
@@ -125,3 +125,41 @@ def rounding_bound(dtype: torch.dtype | str, operations: float, scale: float = 1
         The absolute tolerance.
     """
     return ROUNDING_SAFETY * float(operations) * unit_roundoff(dtype) * float(scale)
+
+
+
+def cutoff_margin(s, cutoff: float, max_bond: int | None = None, min_bond: int = 1) -> float:
+    """Distance of the singular values ``s`` from the truncation threshold, relative to ``s_0``.
+
+    The truncation rule keeps ``s_i >= cutoff * s_0`` (``s_i > 0`` for
+    ``cutoff = 0``). Two SVDs of the same block (two code paths, two BLAS)
+    return singular values that differ by rounding, at most
+    ``rounding_bound(...)`` relative to ``s_0`` (Weyl); they keep the same
+    number of values whenever this margin exceeds that bound. A test that
+    compares kept dimensions across code paths asserts it, so that the
+    comparison holds on any machine and not only where no value happened to
+    fall near the threshold.
+
+    Parameters
+    ----------
+    s : torch.Tensor
+        Singular values (any order, ``s.max() > 0``).
+    cutoff : float
+        The relative cutoff of the split.
+    max_bond, min_bond : int
+        The caps of the split: the ``i``-th largest value (0-based) changes the
+        kept dimension only for ``min_bond <= i < max_bond``; the others are not
+        counted.
+
+    Returns
+    -------
+    float
+        ``min_i |s_i - cutoff * s_0| / s_0`` over those values (``inf`` if none).
+    """
+    s = torch.sort(torch.as_tensor(s).detach().to(torch.float64).cpu(), descending=True).values
+    s0 = float(s[0])
+    hi = s.shape[0] if max_bond is None else min(int(max_bond), s.shape[0])
+    relevant = s[max(int(min_bond), 0):hi]
+    if relevant.numel() == 0:
+        return float("inf")
+    return float(((relevant - cutoff * s0).abs() / s0).min())
