@@ -244,3 +244,65 @@ def shared_file(name: str) -> Path:
         pytest.skip(f"shared data file {p} not available")
     return p
 
+
+
+def record_guard_margins(monkeypatch) -> list[tuple[float, float]]:
+    """Record ``(margin, bound)`` of every accept/reject decision of the step guard.
+
+    The guard accepts a step when ``after <= before + max_nll_rise``
+    (``tnborn.training.local_update._steps``); ``margin = after - before -
+    max_nll_rise``. ``bound`` is how far rounding can move that difference: each
+    NLL is ``-(1/B) sum_b log |psi_b|^2`` with ``psi_b = F_b M R_b`` a sum over
+    ``K x D`` products, so ``log |psi_b|^2`` carries ``2 rounding_bound(K + D + B)
+    kappa_b`` (``kappa_b = (|F_b| |M| |R_b|) / |psi_b|``, its condition number;
+    ``B`` the rows of the batch, the depth of the gradient sum that made ``M``),
+    averaged over the rows, for ``after`` and ``before`` together. A decision
+    with ``|margin| > bound`` is the same on any machine; a test whose
+    decisions the reference or the counts pin down asserts that for each.
+    """
+    import tnborn.training.local_update as lu
+    from tolerances import rounding_bound
+
+    errors: dict[int, tuple[object, float]] = {}
+    decisions: list[tuple[float, float]] = []
+
+    class Tracked(float):
+        def __new__(cls, value, err):
+            obj = float.__new__(cls, value)
+            obj.err = err
+            return obj
+
+        def __add__(self, other):
+            return Tracked(float(self) + float(other), self.err + getattr(other, "err", 0.0))
+
+        def __le__(self, other):
+            decisions.append((float(self) - float(other), self.err + getattr(other, "err", 0.0)))
+            return float(self) <= float(other)
+
+    def wrap_psi(ops):
+        real = ops.psi
+
+        def psi(f, m, r):
+            out = real(f, m, r)
+            absf, absm, absr = (abs(a) for a in (f, m, r))
+            mag = (absf @ absm * absr).sum(1)
+            kappa = mag / abs(out)
+            ops_count = f.shape[1] + r.shape[1] + f.shape[0]
+            dtype = m.dtype if isinstance(m, torch.Tensor) else getattr(torch, str(m.dtype))
+            err = 2.0 * rounding_bound(dtype, ops_count) * (kappa.mean() if kappa.shape[0] else 0.0)
+            errors[id(out)] = (out, float(err))
+            return out
+
+        monkeypatch.setattr(ops, "psi", psi)
+
+    wrap_psi(lu._TORCH)
+    wrap_psi(lu._NUMPY)
+    real_nll = lu._batch_nll
+
+    def batch_nll(psi, size, comm, ops):
+        value = real_nll(psi, size, comm, ops)
+        _, err = errors.get(id(psi), (None, float("inf")))
+        return Tracked(value, err)
+
+    monkeypatch.setattr(lu, "_batch_nll", batch_nll)
+    return decisions
