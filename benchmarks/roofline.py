@@ -242,8 +242,9 @@ def count_operations(full: dict) -> dict:
             work = [_half_sweep_work(r["bond_dims"], 50, batch, 10) for r in recs]
             f = statistics.median(w[0] for w in work)
             b = statistics.median(w[1] for w in work)
+            reached = "" if summary["reached_cap"] else " not reached"
             assumption = (f"{updates} updates at the recorded bond dimensions of each half-sweep (median "
-                          f"over {len(recs)} half-sweeps, max bond {cap}{'' if summary['reached_cap'] else ' not reached'}), "
+                          f"over {len(recs)} half-sweeps, max bond {cap}{reached}), "
                           "batch 50, 10 steps, SVD once, environments of all 1000 cached samples updated")
         else:
             mean_d = statistics.median(r["mean_bond"] for r in recs)
