@@ -91,6 +91,21 @@ def chain_log_prob_bound(model, extra_operations: float = 0) -> torch.Tensor:
     return rounding_bound(model.dtype, ops) * (4.0 * amplitude_condition(model) + 2.0)
 
 
+def block_nll(m: torch.Tensor, f: torch.Tensor, r: torch.Tensor) -> float:
+    """NLL of a unit-norm block ``M`` on rows ``F, R`` written out: ``-(1/B) sum_b log psi_b^2``,
+    ``psi_b = F_b M R_b`` (the reference of the local-update tests)."""
+    psi = torch.einsum("bk,kd,bd->b", f, m, r)
+    return float(-(torch.log(psi ** 2)).mean())
+
+
+def plain_block_step(m: torch.Tensor, f: torch.Tensor, r: torch.Tensor, lr: float) -> torch.Tensor:
+    """One plain gradient step of the sweep written out: ``M - 2 lr (M - G / B)``, normalised."""
+    psi = torch.einsum("bk,kd,bd->b", f, m, r)
+    g = torch.einsum("bk,bd->kd", f, r / psi[:, None]) / f.shape[0]
+    new = m - 2 * lr * (m - g)
+    return new / torch.linalg.vector_norm(new)
+
+
 def exact_conditional(logp_all: torch.Tensor, x: torch.Tensor, known: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact conditional distribution over all configurations agreeing with ``x`` on ``known``.
 

@@ -25,7 +25,7 @@ from tnborn.errors import ConfigError
 from tnborn.training.local_update import GUARD_SCOPES, StepStats, block_gradient_steps
 from tnborn.training.settings import GUARD_SCOPE_DEFAULT, SweepSettings
 
-from conftest import record_guard_margins
+from conftest import block_nll, plain_block_step, record_guard_margins
 from tolerances import rounding_bound, tol
 
 
@@ -40,26 +40,13 @@ def _case(eps: float = 1e-2, others: int = 9):
     return m, f, r
 
 
-def _nll(m, f, r) -> float:
-    """NLL of a unit block on rows ``f, r`` written out: -(1/N) sum log psi_n^2."""
-    psi = torch.einsum("bk,kd,bd->b", f, m, r)
-    return float(-(torch.log(psi ** 2)).mean())
-
-
-def _plain(m, f, r, lr):
-    psi = torch.einsum("bk,kd,bd->b", f, m, r)
-    g = torch.einsum("bk,bd->kd", f, r / psi[:, None]) / f.shape[0]
-    new = m - 2 * lr * (m - g)
-    return new / torch.linalg.vector_norm(new)
-
-
 def _guarded(m, f, r, sl, lr, shrinks, scope):
     """Reference: one guarded step on batch ``sl``, judged on the batch or on all rows."""
     rows = sl if scope == "batch" else slice(None)
-    before = _nll(m, f[rows], r[rows])
+    before = block_nll(m, f[rows], r[rows])
     for k in range(shrinks + 1):
-        new = _plain(m, f[sl], r[sl], lr / 2 ** k)
-        if _nll(new, f[rows], r[rows]) <= before:
+        new = plain_block_step(m, f[sl], r[sl], lr / 2 ** k)
+        if block_nll(new, f[rows], r[rows]) <= before:
             return new, "plain" if k == 0 else "shrunk"
     return m, "rejected"
 
@@ -75,17 +62,17 @@ def path(request, monkeypatch):
 def test_the_case_separates_the_scopes_by_the_worked_out_numbers():
     eps, lr = 1e-2, 1e-2
     m, f, r = _case(eps)
-    new = _plain(m, f[:1], r[:1], lr)
+    new = plain_block_step(m, f[:1], r[:1], lr)
     # unnormalised step: E1 gets (1 - 2 lr) eps + 2 lr / eps, E2 keeps (1 - 2 lr) sqrt(1 - eps^2)
     a, b = (1 - 2 * lr) * eps + 2 * lr / eps, (1 - 2 * lr) * math.sqrt(1 - eps ** 2)
     z = a * a + b * b
-    assert _nll(new, f[:1], r[:1]) == pytest.approx(-math.log(a * a / z), abs=tol(torch.float64, "exact"))
+    assert block_nll(new, f[:1], r[:1]) == pytest.approx(-math.log(a * a / z), abs=tol(torch.float64, "exact"))
     batch_drop = -math.log(eps ** 2) + math.log(a * a / z)  # ~ 9.0 nats
     other_rise = math.log(z / b ** 2) + math.log(1 - eps ** 2)  # ~ 1.64 nats per row
     assert batch_drop > 8.5 and other_rise > 1.6
     # over the 10 rows the rise of the nine others outweighs the batch's drop
     assert (9 * other_rise - batch_drop) / 10 > 0.5
-    assert _nll(new, f, r) - _nll(m, f, r) == pytest.approx((9 * other_rise - batch_drop) / 10,
+    assert block_nll(new, f, r) - block_nll(m, f, r) == pytest.approx((9 * other_rise - batch_drop) / 10,
                                                             abs=tol(torch.float64, "exact"))
 
 
@@ -103,13 +90,14 @@ def test_bond_scope_refuses_a_step_the_batch_scope_accepts(path, shrinks, batch_
         torch.testing.assert_close(got, want, rtol=0, atol=tol(torch.float64, "exact"))
     # the halved step of the bond scope is the step at lr / 2 exactly
     if bond_kind == "shrunk":
-        torch.testing.assert_close(got, _plain(m, f[:1], r[:1], lr / 2), rtol=0, atol=tol(torch.float64, "exact"))
+        torch.testing.assert_close(got, plain_block_step(m, f[:1], r[:1], lr / 2), rtol=0,
+                                   atol=tol(torch.float64, "exact"))
 
 
 def test_bond_scope_bound_lets_a_bounded_rise_through(path):
     m, f, r = _case()
     lr = 1e-2
-    rise = _nll(_plain(m, f[:1], r[:1], lr), f, r) - _nll(m, f, r)
+    rise = block_nll(plain_block_step(m, f[:1], r[:1], lr), f, r) - block_nll(m, f, r)
     assert rise > 0.5
     for bound, rejected in ((0.9 * rise, 1), (1.1 * rise, 0)):
         stats = StepStats()
@@ -126,18 +114,18 @@ def test_bond_scope_over_several_batches_never_raises_the_nll_of_the_bond(path, 
     m = m / torch.linalg.vector_norm(m)
     lr = 0.2
     batches = [slice(10 * (k % 4), 10 * (k % 4) + 10) for k in range(12)]
-    kinds, cur, bond = [], m, [_nll(m, f, r)]
+    kinds, cur, bond = [], m, [block_nll(m, f, r)]
     for sl in batches:  # the reference, step by step
         cur, kind = _guarded(cur, f, r, sl, lr, shrinks, "bond")
         kinds.append(kind)
-        bond.append(_nll(cur, f, r))
+        bond.append(block_nll(cur, f, r))
     assert all(b <= a for a, b in zip(bond, bond[1:]))  # the NLL of the bond's rows never rises
     assert kinds.count("plain") < 12  # the guard acted
     # ... where the batch scope lets the NLL of the bond's rows rise
-    batch_cur, batch_bond = m, [_nll(m, f, r)]
+    batch_cur, batch_bond = m, [block_nll(m, f, r)]
     for sl in batches:
         batch_cur, _ = _guarded(batch_cur, f, r, sl, lr, shrinks, "batch")
-        batch_bond.append(_nll(batch_cur, f, r))
+        batch_bond.append(block_nll(batch_cur, f, r))
     assert any(b > a + 1e-6 for a, b in zip(batch_bond, batch_bond[1:]))
     stats = StepStats()
     margins = record_guard_margins(monkeypatch)
@@ -177,7 +165,7 @@ def test_without_a_bound_the_scope_does_nothing(path):
     a = block_gradient_steps(m, f, r, [slice(0, 1)], 1e-2, guard_scope="bond")
     b = block_gradient_steps(m, f, r, [slice(0, 1)], 1e-2, guard_scope="batch")
     assert torch.equal(a, b)
-    torch.testing.assert_close(a, _plain(m, f[:1], r[:1], 1e-2), rtol=0, atol=tol(torch.float64, "exact"))
+    torch.testing.assert_close(a, plain_block_step(m, f[:1], r[:1], 1e-2), rtol=0, atol=tol(torch.float64, "exact"))
 
 
 def test_unknown_scope_is_refused():

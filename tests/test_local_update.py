@@ -21,7 +21,7 @@ import tnborn.training.local_update as lu
 from tnborn.errors import NumericalError
 from tnborn.training.local_update import StepStats, block_gradient_steps
 
-from conftest import record_guard_margins
+from conftest import block_nll, plain_block_step, record_guard_margins
 from tolerances import tol
 
 
@@ -35,25 +35,12 @@ def _case(eps: float, good: int = 9):
     return m, f, r
 
 
-def _nll(m, f, r) -> float:
-    """Batch NLL of a unit block written out: -(1/B) sum log psi_b^2."""
-    psi = torch.einsum("bk,kd,bd->b", f, m, r)
-    return float(-(torch.log(psi ** 2)).mean())
-
-
-def _plain(m, f, r, lr):
-    psi = torch.einsum("bk,kd,bd->b", f, m, r)
-    g = torch.einsum("bk,bd->kd", f, r / psi[:, None]) / f.shape[0]
-    new = m - 2 * lr * (m - g)
-    return new / torch.linalg.vector_norm(new)
-
-
 def _guarded(m, f, r, lr, bound, shrinks):
     """Reference step guard: (new block, 'plain' | 'shrunk' | 'rejected')."""
-    before = _nll(m, f, r)
+    before = block_nll(m, f, r)
     for k in range(shrinks + 1):
-        new = _plain(m, f, r, lr / 2 ** k)
-        if _nll(new, f, r) <= before + bound:
+        new = plain_block_step(m, f, r, lr / 2 ** k)
+        if block_nll(new, f, r) <= before + bound:
             return new, "plain" if k == 0 else "shrunk"
     return m, "rejected"
 
@@ -72,8 +59,8 @@ def path(request, monkeypatch):
 def test_step_guard_arithmetic_where_it_acts(path, eps, lr, shrinks, outcome, monkeypatch):
     margins = record_guard_margins(monkeypatch)
     m, f, r = _case(eps)
-    plain = _plain(m, f, r, lr)
-    rise = _nll(plain, f, r) - _nll(m, f, r)
+    plain = plain_block_step(m, f, r, lr)
+    rise = block_nll(plain, f, r) - block_nll(m, f, r)
     # the case is built so that the plain step rises the batch NLL exactly when the guard must act
     assert (rise > 0) == (outcome != "plain")
     want, kind = _guarded(m, f, r, lr, 0.0, shrinks)
@@ -95,12 +82,12 @@ def test_step_guard_arithmetic_where_it_acts(path, eps, lr, shrinks, outcome, mo
 def test_step_guard_bound_lets_a_bounded_rise_through(path):
     m, f, r = _case(1e-4)
     lr = 1e-2
-    rise = _nll(_plain(m, f, r, lr), f, r) - _nll(m, f, r)
+    rise = block_nll(plain_block_step(m, f, r, lr), f, r) - block_nll(m, f, r)
     assert rise > 0
     stats = StepStats()
     got = block_gradient_steps(m, f, r, [slice(None)], lr, max_nll_rise=2 * rise, stats=stats)
     assert stats == StepStats(steps=1)
-    torch.testing.assert_close(got, _plain(m, f, r, lr), rtol=0, atol=tol(torch.float64, "exact"))
+    torch.testing.assert_close(got, plain_block_step(m, f, r, lr), rtol=0, atol=tol(torch.float64, "exact"))
 
 
 @pytest.mark.parametrize("shrinks", [0, 3])
@@ -117,14 +104,14 @@ def test_step_guard_over_several_steps_never_rises_the_batch_nll(path, shrinks, 
     for sl in batches:  # one call per step, each against the reference
         nxt = block_gradient_steps(cur, f, r, [sl], lr, max_nll_rise=0.0, max_shrinks=shrinks, stats=stats)
         want, kind = _guarded(cur, f[sl], r[sl], lr, 0.0, shrinks)
-        rise = _nll(_plain(cur, f[sl], r[sl], lr), f[sl], r[sl]) - _nll(cur, f[sl], r[sl])
+        rise = block_nll(plain_block_step(cur, f[sl], r[sl], lr), f[sl], r[sl]) - block_nll(cur, f[sl], r[sl])
         if kind != "plain":
             assert rise > 1e-6  # a macroscopic rise, not rounding: the guard provably had to act
         # the library's decisions agree with the reference's only if none is within rounding of 0
         assert margins and all(abs(d) > b for d, b in margins)
         torch.testing.assert_close(nxt, want, rtol=0, atol=1e2 * tol(torch.float64, "exact"))
         # recomputed here: the accepted rise is < -bound in the library, so <= 0 up to that bound
-        assert _nll(nxt, f[sl], r[sl]) <= _nll(cur, f[sl], r[sl]) + max(b for _, b in margins)
+        assert block_nll(nxt, f[sl], r[sl]) <= block_nll(cur, f[sl], r[sl]) + max(b for _, b in margins)
         kinds.append(kind)
         cur = nxt
     assert stats == StepStats(steps=12, shrunk=kinds.count("shrunk"), rejected=kinds.count("rejected"))

@@ -52,6 +52,19 @@ def _all_finite(a):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _step_normalised(mf, gf, beta, alpha):  # pragma: no cover - compiled
+    """``M <- beta M + alpha G`` then ``M <- M / ||M||``, in place on the flat arrays."""
+    nrm2 = 0.0
+    for i in range(mf.shape[0]):
+        v = beta * mf[i] + alpha * gf[i]
+        mf[i] = v
+        nrm2 += v * v
+    nrm = math.sqrt(nrm2)
+    for i in range(mf.shape[0]):
+        mf[i] /= nrm
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def block_steps(m0, left, right, x, col, rows, starts, stops, lr):  # pragma: no cover - compiled
     """Normalise ``m0`` and take one gradient step per ``rows[starts[i]:stops[i]]``.
 
@@ -131,16 +144,7 @@ def block_steps(m0, left, right, x, col, rows, starts, stops, lr):  # pragma: no
                     w[j, c] = rg[j, c] / psi
             g[s, t] = lg.T @ w
         alpha = 2.0 * lr / (stops[step] - starts[step])
-        mf = m.reshape(-1)
-        gf = g.reshape(-1)
-        nrm2 = 0.0
-        for i in range(mf.shape[0]):
-            v = beta * mf[i] + alpha * gf[i]
-            mf[i] = v
-            nrm2 += v * v
-        nrm = math.sqrt(nrm2)
-        for i in range(mf.shape[0]):
-            mf[i] /= nrm
+        _step_normalised(m.reshape(-1), g.reshape(-1), beta, alpha)
     out = np.empty_like(m0)
     for a in range(dl):
         for s in range(d1):
@@ -344,14 +348,7 @@ def _gradient_steps(m, left, right, xt, col, rows, first, batch, nsteps, same_ro
                 for c in range(dr):
                     rk[j, c] = rk[j, c] / psi
             g[p] = lk.T @ rk
-        nrm2 = 0.0
-        for i in range(mf.shape[0]):
-            v = beta * mf[i] + alpha * gf[i]
-            mf[i] = v
-            nrm2 += v * v
-        nrm = math.sqrt(nrm2)
-        for i in range(mf.shape[0]):
-            mf[i] /= nrm
+        _step_normalised(mf, gf, beta, alpha)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
