@@ -19,53 +19,17 @@ import tnborn
 from tnborn import ConfigError, PEPSBornMachine
 from tnborn.geometries.peps import grid_shape, random_peps_arrays
 
-from conftest import all_configs, amplitude_condition, exact_log_probs
+from conftest import (all_configs, amplitude_condition, contraction_operations, exact_log_probs, network_sizes,
+                      norm_operations)
 from tolerances import rounding_bound, tol
-from tnborn.contraction import _cached_path
 from tnborn.interface.probability import BATCH_INDEX
-
-
-def _path_operations(inputs, sizes, output=()) -> int:
-    """Rounded steps each product term passes through along tnborn's contraction path.
-
-    The path is the one ``contract_log_scaled`` takes (cotengra greedy, cached). A
-    pairwise step that sums ``K`` index values adds ``K`` rounded operations to every
-    term (one product, ``K - 1`` additions, one rescaling), so the sum of ``K`` over
-    the steps plus one multiplication per tensor bounds the error of the result
-    relative to the same contraction of absolute values (first order).
-    """
-    inputs = tuple(tuple(t) for t in inputs)
-    path = _cached_path(inputs, tuple(output), tuple(sorted(sizes.items())), "greedy")
-    stack, ops = list(inputs), len(inputs)
-    for i, j in path:
-        a, b = sorted((i, j))
-        tb, ta = stack.pop(b), stack.pop(a)
-        remaining = {ix for term in stack for ix in term} | set(output)
-        ops += math.prod(sizes[ix] for ix in set(ta) | set(tb) if ix not in remaining) + 1
-        stack.append(tuple(dict.fromkeys(ix for ix in ta + tb if ix in remaining)))
-    return ops
-
-
-def _sizes(model) -> dict:
-    sizes = {BATCH_INDEX: 1}
-    for node in model.nodes():
-        t = model.node_tensor(node)
-        sizes.update({ix: int(d) for ix, d in zip(t.inds, t.data.shape)})
-        sizes.update({ix + "'": int(d) for ix, d in zip(t.inds, t.data.shape)})
-    return sizes
-
-
-def _norm_operations(model) -> int:
-    """Rounded steps of ``log Z`` (the doubled network ``<psi|psi>``, contracted in one pass)."""
-    _, inputs = model._doubled_network(frozenset())
-    return _path_operations(inputs, _sizes(model)) + 2  # + the log and its scale
 
 
 def _amplitude_operations(model, batch: int) -> int:
     """Rounded steps of ``log |psi(x)|`` for a batch of ``batch`` (the network with one-hot vectors)."""
     inputs = [tuple(model.node_tensor(n).inds) for n in model.nodes()]
     inputs += [(BATCH_INDEX, model.variable_index(v)) for v in range(model.num_variables)]
-    return _path_operations(inputs, dict(_sizes(model), **{BATCH_INDEX: int(batch)}), (BATCH_INDEX,)) + 2
+    return contraction_operations(inputs, dict(network_sizes(model), **{BATCH_INDEX: int(batch)}), (BATCH_INDEX,)) + 2
 
 
 def _norm_condition(model) -> float:
@@ -93,7 +57,7 @@ def _log_prob_bound(model, reference_operations: float = 0) -> torch.Tensor:
     kappa = amplitude_condition(model)
     cond_z = _norm_condition(model)
     own = rounding_bound(model.dtype, _amplitude_operations(model, kappa.shape[0])) * 2.0 * kappa
-    own = own + rounding_bound(model.dtype, _norm_operations(model)) * cond_z
+    own = own + rounding_bound(model.dtype, norm_operations(model)) * cond_z
     if reference_operations:
         own = own + rounding_bound(model.dtype, reference_operations) * (2.0 * kappa + cond_z)
     return own
@@ -153,7 +117,7 @@ def test_product_state_initialisation_is_uniform():
     # every amplitude is a single product (all other terms are exact zeros) and the
     # rounded entries are still equal, so P is exactly uniform: only the rounding of
     # the contractions (no cancellation: condition 1) and of -9 log 2 remains
-    bound = rounding_bound(torch.float64, 2 * _amplitude_operations(model, 2**9) + _norm_operations(model) + 1)
+    bound = rounding_bound(torch.float64, 2 * _amplitude_operations(model, 2**9) + norm_operations(model) + 1)
     assert float((lp + 9 * math.log(2)).abs().max()) <= bound
 
 
@@ -164,7 +128,7 @@ def test_random_initialisation_is_normalised_and_has_no_vanishing_amplitudes(sha
     # normalize() divided by its own log Z (error gamma Z_abs/Z), then rescaled every
     # entry (2N multiplications per term); log_norm() errs again by gamma Z_abs/Z
     cond_z = _norm_condition(model)
-    assert abs(float(model.log_norm())) <= (2 * rounding_bound(torch.float64, _norm_operations(model)) * cond_z
+    assert abs(float(model.log_norm())) <= (2 * rounding_bound(torch.float64, norm_operations(model)) * cond_z
                                             + rounding_bound(torch.float64, 2 * n))
     lp = model.log_prob(all_configs(n))
     # log sum_x P(x) = 0 up to sum_x P(x) err(x), the log-norm error and the logsumexp of 2^N terms
@@ -191,7 +155,7 @@ def test_random_arrays_shapes_and_dtypes():
     _, phase = model.log_amplitude(all_configs(6))
     assert float((phase - phase[0]).abs().max()) > 0.1
     # normalize()'s log Z and this one each err by gamma Z_abs/Z, plus 2N rescalings per term
-    assert abs(float(model.log_norm())) <= (2 * rounding_bound(model.dtype, _norm_operations(model)) * _norm_condition(model)
+    assert abs(float(model.log_norm())) <= (2 * rounding_bound(model.dtype, norm_operations(model)) * _norm_condition(model)
                                             + rounding_bound(model.dtype, 2 * model.num_variables))
 
 
