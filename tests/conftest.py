@@ -133,6 +133,49 @@ def norm_operations(model) -> int:
     return contraction_operations(inputs, network_sizes(model)) + 2  # + the log and its scale
 
 
+def amplitude_operations(model, batch: int) -> int:
+    """Rounded steps of ``log |psi(x)|`` for a batch of ``batch`` (the network with one-hot vectors)."""
+    from tnborn.interface.probability import BATCH_INDEX
+
+    inputs = [tuple(model.node_tensor(n).inds) for n in model.nodes()]
+    inputs += [(BATCH_INDEX, model.variable_index(v)) for v in range(model.num_variables)]
+    return contraction_operations(inputs, dict(network_sizes(model), **{BATCH_INDEX: int(batch)}), (BATCH_INDEX,)) + 2
+
+
+def norm_condition(model) -> float:
+    """``Z_abs / Z``: the doubled network of absolute values over ``Z`` (1 without cancellation).
+
+    ``log Z`` carries a rounding error up to ``gamma_ops * Z_abs / Z`` whatever the
+    order of the contraction; ``Z_abs`` has no cancellation, so its own log is exact
+    to ``gamma_ops``.
+    """
+    absolute = model.copy()
+    for node in absolute.nodes():
+        t = absolute.node_tensor(node)
+        t.modify(data=t.data.abs())
+    return math.exp(float(absolute.log_norm()) - float(model.log_norm()))
+
+
+def generic_log_prob_bound(model, reference_operations: float = 0) -> torch.Tensor:
+    """Per-configuration bound on ``|log P(x) - log P_exact(x)|`` of tnborn's generic contraction
+    (every configuration, ``all_configs`` order; loopy networks such as the PEPS).
+
+    ``2 log |psi(x)|`` errs by up to ``2 gamma kappa(x)`` (``kappa`` from
+    ``conftest.amplitude_condition``) and ``log Z`` by ``gamma Z_abs / Z``; a
+    reference computed with ``reference_operations`` steps adds its own
+    ``2 gamma_ref kappa(x) + gamma_ref Z_abs / Z``.
+    """
+    from tolerances import rounding_bound
+
+    kappa = amplitude_condition(model)
+    cond_z = norm_condition(model)
+    own = rounding_bound(model.dtype, amplitude_operations(model, kappa.shape[0])) * 2.0 * kappa
+    own = own + rounding_bound(model.dtype, norm_operations(model)) * cond_z
+    if reference_operations:
+        own = own + rounding_bound(model.dtype, reference_operations) * (2.0 * kappa + cond_z)
+    return own
+
+
 def block_nll(m: torch.Tensor, f: torch.Tensor, r: torch.Tensor) -> float:
     """NLL of a unit-norm block ``M`` on rows ``F, R`` written out: ``-(1/B) sum_b log psi_b^2``,
     ``psi_b = F_b M R_b`` (the reference of the local-update tests)."""

@@ -19,48 +19,9 @@ import tnborn
 from tnborn import ConfigError, PEPSBornMachine
 from tnborn.geometries.peps import grid_shape, random_peps_arrays
 
-from conftest import (all_configs, amplitude_condition, contraction_operations, exact_log_probs, network_sizes,
-                      norm_operations)
+from conftest import (all_configs, amplitude_condition, amplitude_operations, exact_log_probs, generic_log_prob_bound,
+                      norm_condition, norm_operations)
 from tolerances import rounding_bound, tol
-from tnborn.interface.probability import BATCH_INDEX
-
-
-def _amplitude_operations(model, batch: int) -> int:
-    """Rounded steps of ``log |psi(x)|`` for a batch of ``batch`` (the network with one-hot vectors)."""
-    inputs = [tuple(model.node_tensor(n).inds) for n in model.nodes()]
-    inputs += [(BATCH_INDEX, model.variable_index(v)) for v in range(model.num_variables)]
-    return contraction_operations(inputs, dict(network_sizes(model), **{BATCH_INDEX: int(batch)}), (BATCH_INDEX,)) + 2
-
-
-def _norm_condition(model) -> float:
-    """``Z_abs / Z``: the doubled network of absolute values over ``Z`` (1 without cancellation).
-
-    ``log Z`` carries a rounding error up to ``gamma_ops * Z_abs / Z`` whatever the
-    order of the contraction; ``Z_abs`` has no cancellation, so its own log is exact
-    to ``gamma_ops``.
-    """
-    absolute = model.copy()
-    for node in absolute.nodes():
-        t = absolute.node_tensor(node)
-        t.modify(data=t.data.abs())
-    return math.exp(float(absolute.log_norm()) - float(model.log_norm()))
-
-
-def _log_prob_bound(model, reference_operations: float = 0) -> torch.Tensor:
-    """Per-configuration bound on ``|log P(x) - log P_exact(x)|`` of tnborn's contraction.
-
-    ``2 log |psi(x)|`` errs by up to ``2 gamma kappa(x)`` (``kappa`` from
-    ``conftest.amplitude_condition``) and ``log Z`` by ``gamma Z_abs / Z``; a
-    reference computed with ``reference_operations`` steps adds its own
-    ``2 gamma_ref kappa(x) + gamma_ref Z_abs / Z``.
-    """
-    kappa = amplitude_condition(model)
-    cond_z = _norm_condition(model)
-    own = rounding_bound(model.dtype, _amplitude_operations(model, kappa.shape[0])) * 2.0 * kappa
-    own = own + rounding_bound(model.dtype, norm_operations(model)) * cond_z
-    if reference_operations:
-        own = own + rounding_bound(model.dtype, reference_operations) * (2.0 * kappa + cond_z)
-    return own
 
 
 @pytest.mark.parametrize("n,shape,expected", [
@@ -117,7 +78,7 @@ def test_product_state_initialisation_is_uniform():
     # every amplitude is a single product (all other terms are exact zeros) and the
     # rounded entries are still equal, so P is exactly uniform: only the rounding of
     # the contractions (no cancellation: condition 1) and of -9 log 2 remains
-    bound = rounding_bound(torch.float64, 2 * _amplitude_operations(model, 2**9) + norm_operations(model) + 1)
+    bound = rounding_bound(torch.float64, 2 * amplitude_operations(model, 2**9) + norm_operations(model) + 1)
     assert float((lp + 9 * math.log(2)).abs().max()) <= bound
 
 
@@ -127,13 +88,13 @@ def test_random_initialisation_is_normalised_and_has_no_vanishing_amplitudes(sha
     model = PEPSBornMachine.random(n, bond_dim=bond_dim, seed=1, image_shape=shape)
     # normalize() divided by its own log Z (error gamma Z_abs/Z), then rescaled every
     # entry (2N multiplications per term); log_norm() errs again by gamma Z_abs/Z
-    cond_z = _norm_condition(model)
+    cond_z = norm_condition(model)
     assert abs(float(model.log_norm())) <= (2 * rounding_bound(torch.float64, norm_operations(model)) * cond_z
                                             + rounding_bound(torch.float64, 2 * n))
     lp = model.log_prob(all_configs(n))
     # log sum_x P(x) = 0 up to sum_x P(x) err(x), the log-norm error and the logsumexp of 2^N terms
     p = torch.exp(exact_log_probs(model))
-    bound = float((p * _log_prob_bound(model)).sum()) + abs(float(model.log_norm())) + rounding_bound(torch.float64, 2**n)
+    bound = float((p * generic_log_prob_bound(model)).sum()) + abs(float(model.log_norm())) + rounding_bound(torch.float64, 2**n)
     assert abs(float(torch.logsumexp(lp, 0))) <= bound
     # no configuration is orders of magnitude less likely than uniform
     assert float(lp.min()) > -n * math.log(2) - 10
@@ -155,7 +116,7 @@ def test_random_arrays_shapes_and_dtypes():
     _, phase = model.log_amplitude(all_configs(6))
     assert float((phase - phase[0]).abs().max()) > 0.1
     # normalize()'s log Z and this one each err by gamma Z_abs/Z, plus 2N rescalings per term
-    assert abs(float(model.log_norm())) <= (2 * rounding_bound(model.dtype, norm_operations(model)) * _norm_condition(model)
+    assert abs(float(model.log_norm())) <= (2 * rounding_bound(model.dtype, norm_operations(model)) * norm_condition(model)
                                             + rounding_bound(model.dtype, 2 * model.num_variables))
 
 
@@ -166,7 +127,7 @@ def test_higher_physical_dimension():
     lp = model.log_prob(x)
     ref = exact_log_probs_dim(model, 3)
     # the dense reference sums every bond at once in the worst case: prod(D) + N steps
-    bound = _log_prob_bound(model, math.prod(model.bond_dims()) + model.num_variables)
+    bound = generic_log_prob_bound(model, math.prod(model.bond_dims()) + model.num_variables)
     assert bool(((lp - ref).abs() <= bound).all())
     p = torch.exp(ref)
     assert abs(float(torch.logsumexp(lp, 0))) <= (float((p * bound).sum()) + abs(float(model.log_norm()))
@@ -179,7 +140,7 @@ def test_higher_physical_dimension():
     terms = x.shape[0] * math.prod(model.bond_dims()) ** 2
     marginals = 2 * model.num_variables * rounding_bound(torch.float64, terms + 4 * model.num_variables)
     marginals = marginals * float(amplitude_condition(model).max()) ** 2
-    bound = marginals + _log_prob_bound(model)[_index(s, 3)]
+    bound = marginals + generic_log_prob_bound(model)[_index(s, 3)]
     assert int(s.max()) <= 2 and bool(((slp - model.log_prob(s)).abs() <= bound).all())
 
 
@@ -201,7 +162,7 @@ def test_layout_survives_permuted_indices_and_checkpoints(tmp_path):
     # the same values in another memory layout (transposed, permuted back, reloaded
     # contiguous) may take another summation order (path key, BLAS kernel): two
     # evaluations of the same exact log P, each within the conditioning bound
-    bound = 2 * _log_prob_bound(model)
+    bound = 2 * generic_log_prob_bound(model)
     # reorder the indices of two tensors (as an SVD split may): the config records it
     for node in [(0, 1), (1, 2)]:
         t = model.node_tensor(node)
