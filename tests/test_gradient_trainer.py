@@ -109,7 +109,7 @@ def test_generic_contraction_path_is_differentiable():
     generic = BornMachine.log_norm(model) - 2 * BornMachine.log_amplitude(model, x)[0].mean()
     # -mean log P over the rows: each row within the chain's conditioning bound, the mean
     # of B terms within rounding_bound(B) of its size
-    bound = float(chain_log_prob_bound(model)[::5].mean()) + rounding_bound(torch.float64, x.shape[0], abs(float(fast)))
+    bound = float(chain_log_prob_bound(model)[::5].mean().detach()) + rounding_bound(torch.float64, x.shape[0], abs(float(fast.detach())))
     assert abs(float(fast.detach()) - float(generic.detach())) <= bound
     g_fast = torch.autograd.grad(fast, leaves)
     g_generic = torch.autograd.grad(generic, leaves)
