@@ -8,6 +8,7 @@ code: the dense reference goes through quimb's contraction of ``model.tn``
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from pathlib import Path
 
@@ -89,6 +90,90 @@ def chain_log_prob_bound(model, extra_operations: float = 0) -> torch.Tensor:
 
     ops = sum(model.bond_dims()) + model.num_variables + extra_operations
     return rounding_bound(model.dtype, ops) * (4.0 * amplitude_condition(model) + 2.0)
+
+
+def contraction_operations(inputs, sizes, output=()) -> int:
+    """Rounded steps each product term passes through along tnborn's contraction path.
+
+    The path is the one ``contract_log_scaled`` takes (cotengra greedy, cached). A
+    pairwise step that sums ``K`` index values adds ``K`` rounded operations to every
+    term (one product, ``K - 1`` additions, one rescaling), so the sum of ``K`` over
+    the steps plus one multiplication per tensor bounds the error of the result
+    relative to the same contraction of absolute values (first order).
+    """
+    from tnborn.contraction import _cached_path
+
+    inputs = tuple(tuple(t) for t in inputs)
+    path = _cached_path(inputs, tuple(output), tuple(sorted(sizes.items())), "greedy")
+    stack, ops = list(inputs), len(inputs)
+    for i, j in path:
+        a, b = sorted((i, j))
+        tb, ta = stack.pop(b), stack.pop(a)
+        remaining = {ix for term in stack for ix in term} | set(output)
+        ops += math.prod(sizes[ix] for ix in set(ta) | set(tb) if ix not in remaining) + 1
+        stack.append(tuple(dict.fromkeys(ix for ix in ta + tb if ix in remaining)))
+    return ops
+
+
+def network_sizes(model) -> dict:
+    """Size of every index of the network, its primed (bra) copy and the batch index."""
+    from tnborn.interface.probability import BATCH_INDEX
+
+    sizes = {BATCH_INDEX: 1}
+    for node in model.nodes():
+        t = model.node_tensor(node)
+        sizes.update({ix: int(d) for ix, d in zip(t.inds, t.data.shape)})
+        sizes.update({ix + "'": int(d) for ix, d in zip(t.inds, t.data.shape)})
+    return sizes
+
+
+def norm_operations(model) -> int:
+    """Rounded steps of ``log Z`` (the doubled network ``<psi|psi>``, contracted in one pass)."""
+    _, inputs = model._doubled_network(frozenset())
+    return contraction_operations(inputs, network_sizes(model)) + 2  # + the log and its scale
+
+
+def amplitude_operations(model, batch: int) -> int:
+    """Rounded steps of ``log |psi(x)|`` for a batch of ``batch`` (the network with one-hot vectors)."""
+    from tnborn.interface.probability import BATCH_INDEX
+
+    inputs = [tuple(model.node_tensor(n).inds) for n in model.nodes()]
+    inputs += [(BATCH_INDEX, model.variable_index(v)) for v in range(model.num_variables)]
+    return contraction_operations(inputs, dict(network_sizes(model), **{BATCH_INDEX: int(batch)}), (BATCH_INDEX,)) + 2
+
+
+def norm_condition(model) -> float:
+    """``Z_abs / Z``: the doubled network of absolute values over ``Z`` (1 without cancellation).
+
+    ``log Z`` carries a rounding error up to ``gamma_ops * Z_abs / Z`` whatever the
+    order of the contraction; ``Z_abs`` has no cancellation, so its own log is exact
+    to ``gamma_ops``.
+    """
+    absolute = model.copy()
+    for node in absolute.nodes():
+        t = absolute.node_tensor(node)
+        t.modify(data=t.data.abs())
+    return math.exp(float(absolute.log_norm()) - float(model.log_norm()))
+
+
+def generic_log_prob_bound(model, reference_operations: float = 0) -> torch.Tensor:
+    """Per-configuration bound on ``|log P(x) - log P_exact(x)|`` of tnborn's generic contraction
+    (every configuration, ``all_configs`` order; loopy networks such as the PEPS).
+
+    ``2 log |psi(x)|`` errs by up to ``2 gamma kappa(x)`` (``kappa`` from
+    ``conftest.amplitude_condition``) and ``log Z`` by ``gamma Z_abs / Z``; a
+    reference computed with ``reference_operations`` steps adds its own
+    ``2 gamma_ref kappa(x) + gamma_ref Z_abs / Z``.
+    """
+    from tolerances import rounding_bound
+
+    kappa = amplitude_condition(model)
+    cond_z = norm_condition(model)
+    own = rounding_bound(model.dtype, amplitude_operations(model, kappa.shape[0])) * 2.0 * kappa
+    own = own + rounding_bound(model.dtype, norm_operations(model)) * cond_z
+    if reference_operations:
+        own = own + rounding_bound(model.dtype, reference_operations) * (2.0 * kappa + cond_z)
+    return own
 
 
 def block_nll(m: torch.Tensor, f: torch.Tensor, r: torch.Tensor) -> float:
