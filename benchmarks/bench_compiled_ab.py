@@ -105,7 +105,12 @@ def main(argv=None) -> int:
         on = statistics.median(r["cpu"] for r in sides["on"])
         off = statistics.median(r["cpu"] for r in sides["off"])
         summary[name] = {"cpu_seconds_on_median": on, "cpu_seconds_off_median": off, "on_over_off": on / off}
+    import roofline
+
+    limits = roofline.measure_limits(reps=5, dtypes=(torch.float64,))["float64"]
     res = {"machine": machine_info("cpu", "float64"), "runs": runs, "summary": summary,
+           "gemm_peak_float64_gflops_1thread": limits["gemm_gflops"]["1024x1024@1024x1024"],
+           "bandwidth_gbs_1thread": limits["peak_gbs"],
            "note": "compiled chain sweep on (default) and off (every update one at a time), alternating in one "
                    "process from the same states; process CPU seconds of one loop, 1 thread; the NLLs of on "
                    "and off agree to rounding for the mini-batch loops; the full-batch loop from a random "
