@@ -28,9 +28,11 @@ from conftest import (
     amplitude_operations,
     assert_samples_match,
     config_index,
+    contraction_operations,
     dense_psi,
     exact_conditional,
     exact_log_probs,
+    network_sizes,
     norm_condition,
     norm_operations,
 )
@@ -136,15 +138,32 @@ def _node_sizes(model: tnborn.BornMachine) -> int:
 def _marginal_bound(model: tnborn.BornMachine, cond: torch.Tensor) -> torch.Tensor:
     """Bound on the error of a sampler's ``sum_i log(marginal ratio)`` along ``N`` variables.
 
-    Each marginal sums at most ``T`` products: ``T = d^N prod(D)^2`` for the doubled
-    network with loops, ``N x`` the node sizes for a tree's environments (one product
-    through each node). ``cond`` bounds ``sum psi_abs^2 / sum psi^2`` of the numerators
-    and denominators (the squared amplitude conditioning; one for the canonical quadratic
-    forms of an unconditioned tree sampler).
+    Each marginal passes ``T`` rounded steps per product: ``N x`` the node sizes for a
+    tree's environments (one product through each node); for the base class's doubled
+    network the steps along tnborn's contraction path of that network (largest over the
+    variables, ``conftest.contraction_operations``). ``cond`` bounds ``sum psi_abs^2 / sum
+    psi^2`` of the numerators and denominators (the squared amplitude conditioning; one
+    for the canonical quadratic forms of an unconditioned tree sampler).
     """
     n = model.num_variables
-    terms = n * _node_sizes(model) if model.is_tree else model.phys_dim**n * math.prod(model.bond_dims()) ** 2
+    terms = n * _node_sizes(model) if model.is_tree else _marginal_operations(model)
     return 2 * n * rounding_bound(model.dtype, terms + 4 * n) * cond
+
+
+def _marginal_operations(model: tnborn.BornMachine) -> int:
+    """Rounded steps of ``BornMachine._marginal`` (the doubled network with the variable's
+    delta and the other variables' per-row projectors), the largest over the variables."""
+    from tnborn.interface.probability import BATCH_INDEX
+
+    ket = [tuple(model.node_tensor(v).inds) for v in model.nodes()]
+    base = ket + [tuple(ix + "'" for ix in t) for t in ket] + [(BATCH_INDEX,)]
+    sizes = dict(network_sizes(model), __out__=model.phys_dim)
+    worst = 0
+    for var in range(model.num_variables):
+        ixs = [model.variable_index(v) for v in range(model.num_variables)]
+        extra = [(ix, ix + "'", "__out__") if v == var else (BATCH_INDEX, ix, ix + "'") for v, ix in enumerate(ixs)]
+        worst = max(worst, contraction_operations(base + extra, sizes, (BATCH_INDEX, "__out__")))
+    return worst
 
 
 # --------------------------------------------------------------------------- #
@@ -271,6 +290,46 @@ def _gradient_scale(model: tnborn.BornMachine, data: torch.Tensor) -> list[torch
 # --------------------------------------------------------------------------- #
 # sampling
 # --------------------------------------------------------------------------- #
+def sample_log_prob_bound(model: tnborn.BornMachine, rows: torch.Tensor, generic: bool = False) -> torch.Tensor:
+    """Bound on ``|log P_sampler(x) - log P_exact(x)|`` at the configurations ``rows`` (indices).
+
+    A tree's own sampler (``generic=False``) sums ratios of PSD quadratic forms through
+    canonical isometries (condition one); the canonicalisation (one QR per node) perturbs
+    the tensors, amplified by ``kappa(x)``. The base-class sampler (``generic`` or loops)
+    sums ratios of doubled-network marginals: ``sum psi_abs^2 / sum psi^2 <= max kappa^2``.
+    """
+    n = model.num_variables
+    if model.is_tree and not generic:
+        return _marginal_bound(model, torch.ones(())) + log_prob_bound(model, 2 * n * _node_sizes(model))[rows]
+    # the ratio at variable i: sums of |psi|^2 over the configurations that agree with x on
+    # the variables drawn so far, condition sum psi_abs^2 / sum |psi|^2 (per row and step;
+    # psi_abs^2 = kappa^2 |psi|^2, and |psi|^2 is proportional to P)
+    kappa2 = amplitude_condition(model) ** 2
+    p = torch.exp(exact_log_probs(model))
+    configs = all_configs(n, model.phys_dim)
+    cond = torch.zeros(rows.shape[0], dtype=torch.float64)
+    order = list(model.sampling_order())
+    for i in range(n + 1):
+        key = config_index(configs[:, order[:i]], model.phys_dim) if i else torch.zeros_like(p, dtype=torch.int64)
+        size = int(key.max()) + 1
+        group = torch.zeros(size, dtype=torch.float64).index_add(0, key, kappa2 * p) / torch.zeros(size, dtype=torch.float64).index_add(0, key, p)
+        cond = cond + (2.0 if 0 < i < n else 1.0) * group[key[rows]]  # numerator of one ratio, denominator of the next
+    steps = _marginal_operations(model) + 4 * n
+    return rounding_bound(model.dtype, steps) * cond + log_prob_bound(model)[rows]
+
+
+def conditional_log_prob_bound(model: tnborn.BornMachine, rows: torch.Tensor, consistent: torch.Tensor) -> torch.Tensor:
+    """Bound on a conditional sampler's ``log P(free | known)`` at ``rows`` against the exact one.
+
+    Known values enter the marginals (environments) unsquared: numerator ``kappa(x)^2``,
+    denominator at most the largest ``kappa^2`` among the ``consistent`` configurations;
+    the exact conditional carries the reference's bound at ``x`` and over the consistent set.
+    """
+    kappa, bound = amplitude_condition(model), log_prob_bound(model)
+    cond = kappa[rows] ** 2 + float(kappa[consistent].max()) ** 2
+    return _marginal_bound(model, cond) + 2 * bound[rows] + float(bound[consistent].max())
+
+
 def check_sampler(model: tnborn.BornMachine, num_samples: int = 20_000, seed: int = 123) -> None:
     """Exact sampler: chi-square against the exact distribution, exact returned log-probabilities."""
     n = model.num_variables
@@ -278,15 +337,7 @@ def check_sampler(model: tnborn.BornMachine, num_samples: int = 20_000, seed: in
     samples, lp = model.sample(num_samples, seed=seed)
     assert samples.shape == (num_samples, n) and samples.dtype == torch.int64
     rows = config_index(samples, model.phys_dim)
-    if model.is_tree:
-        # ratios of PSD quadratic forms through canonical isometries (condition one); the
-        # canonicalisation (one QR per node) perturbs the tensors, amplified by kappa(x)
-        eps = _marginal_bound(model, torch.ones(())) + log_prob_bound(model, 2 * n * _node_sizes(model))[rows]
-    else:
-        # ratios of doubled-network marginals: sum psi_abs^2 / sum psi^2 <= max kappa^2
-        cond = amplitude_condition(model).max() ** 2
-        eps = _marginal_bound(model, cond) + log_prob_bound(model)[rows]
-    _assert_logp_close(lp, exact[rows], eps, "sample log_prob")
+    _assert_logp_close(lp, exact[rows], sample_log_prob_bound(model, rows), "sample log_prob")
     assert_samples_match(samples, torch.arange(model.phys_dim**n), exact)
     again, _ = model.sample(num_samples, seed=seed)
     assert torch.equal(again, samples), "sampling is not reproducible for a fixed seed"
@@ -306,8 +357,6 @@ def check_conditional_sampler(model: tnborn.BornMachine, num_samples: int = 4000
     masks[3, :] = True
     masks[3, n // 2] = False                 # all but one known
     samples, lp = model.sample_conditional(x, masks, num_samples=num_samples, seed=seed)
-    kappa = amplitude_condition(model)
-    bound = log_prob_bound(model)
     assert samples.shape == (4, num_samples, n) and lp.shape == (4, num_samples)
     for r in range(4):
         s, m = samples[r], masks[r]
@@ -316,10 +365,7 @@ def check_conditional_sampler(model: tnborn.BornMachine, num_samples: int = 4000
         full = torch.full((model.phys_dim**n,), -math.inf, dtype=torch.float64)
         full[idx] = cond
         rows = config_index(s, model.phys_dim)
-        # known values enter the marginals (environments) unsquared: numerator kappa(x)^2,
-        # denominator at most the largest kappa^2 among the consistent configurations; the
-        # exact conditional carries the reference's bound at x and over the consistent set
-        eps = _marginal_bound(model, kappa[rows] ** 2 + float(kappa[idx].max()) ** 2) + 2 * bound[rows] + float(bound[idx].max())
+        eps = conditional_log_prob_bound(model, rows, idx)
         _assert_logp_close(lp[r], full[rows], eps, f"mask {r}: conditional log_prob")
         assert_samples_match(s, idx, cond)
 
