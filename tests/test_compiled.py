@@ -146,6 +146,41 @@ def test_compiled_sweep_matches_the_plain_path(monkeypatch, batch):
     _same_run(plain, fast, rec_plain, rec_fast, data, 40 if batch is None else batch)
 
 
+@pytest.mark.parametrize("leftward", [True, False])
+@pytest.mark.parametrize("batch", [9, None])
+def test_one_compiled_update_equals_the_plain_update_to_1e12(leftward, batch):
+    """One update, compiled against the plain torch path: the merged two-site block afterwards
+    (gauge-free), the cached message it leaves and log P agree to 1e-12 relative in float64, as
+    the per-piece kernels do (tests/test_kernels.py: positive tensors, so no cancellation)."""
+    from tnborn.environments import EnvironmentCache
+
+    data = _data(40, seed=5)
+    out = {}
+    for choice in ("torch", "numba"):
+        kernels.set_kernels(choice)
+        model = _positive_mps((2, 4, 6, 4, 6, 4, 2), seed=11)
+        trainer = SweepTrainer(model, progress=False, batch_size=batch, **SETTINGS)
+        half = model.sweep_schedule()[0 if leftward else 1]
+        step = half[2]  # an inner bond
+        model.move_center(step[0])
+        cache = EnvironmentCache(model, data)
+        if choice == "torch":
+            info = trainer.update_bond(cache, *step)
+            assert compiled.compiled_updates(trainer, cache, [step], 0) == []  # torch: never compiled
+        else:
+            (info,) = compiled.compiled_updates(trainer, cache, [step], 0)
+        k = min(step)
+        block = model.merge(k, k + 1).data
+        message = cache.message(*step)  # the environment the next update reads
+        out[choice] = (info["bond_dim"], block, message, model.log_prob(data))
+    (dim_t, block_t, msg_t, lp_t), (dim_n, block_n, msg_n, lp_n) = out["torch"], out["numba"]
+    assert dim_t == dim_n
+    assert float(torch.linalg.vector_norm(block_n - block_t) / torch.linalg.vector_norm(block_t)) <= 1e-12
+    assert float((msg_n[0] - msg_t[0]).abs().max()) <= 1e-12
+    assert float((msg_n[1] - msg_t[1]).abs().max() / msg_t[1].abs().max()) <= 1e-12
+    assert float((lp_n - lp_t).abs().max() / lp_t.abs().max()) <= 1e-12
+
+
 def test_float32_matches_the_plain_path(monkeypatch):
     # NB: here the smallest distance of a singular value from the cutoff (6e-4 of s_0 on this
     # case) is below the worst-case float32 bound of the run (~3e-2), so equal kept dimensions
