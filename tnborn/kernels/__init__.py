@@ -217,7 +217,7 @@ def two_site_steps(block: Any, envs: dict, x: torch.Tensor, rows: torch.Tensor |
     starts = np.array([b[0] for b in bounds], dtype=np.int64)
     stops = np.array([b[1] for b in bounds], dtype=np.int64)
     m0 = np.ascontiguousarray(_array(data).reshape(dl, d, d, dr))
-    out = kern.block_steps(m0, np.ascontiguousarray(lv), np.ascontiguousarray(rv), _array(x), col,
+    out = kern.block_steps(m0, np.ascontiguousarray(lv), np.ascontiguousarray(rv), _array(x).T, col,
                            np.ascontiguousarray(r), starts, stops, float(lr))
     if not (np.isfinite(out).all() and out.any()):
         return None
@@ -418,19 +418,15 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     nbonds = len(statics)
     lo = min(sites)
     hi = max(sites)
-    dtype = sites[lo].dtype
-    np_dtype = np.float64 if dtype == torch.float64 else np.float32
-    site_list = typed.List.empty_list(types.Array(types.float64 if np_dtype is np.float64 else types.float32,
-                                                  3, "C"))
+    real = types.float64 if sites[lo].dtype == torch.float64 else types.float32
+    site_list = typed.List.empty_list(types.Array(real, 3, "C"))
     for k in range(lo, hi + 1):
         site_list.append(_contiguous(sites[k]))
-    vec_type = types.Array(types.float64 if np_dtype is np.float64 else types.float32, 2, "C")
-    static_list = typed.List.empty_list(vec_type)
+    static_list = typed.List.empty_list(types.Array(real, 2, "C"))
     for vec, _ in statics:
         static_list.append(_contiguous(vec))
-    out_vecs = typed.List.empty_list(vec_type)
-    out_logs = typed.List.empty_list(types.Array(types.float64 if np_dtype is np.float64 else types.float32,
-                                                 1, "C"))
+    out_vecs = typed.List.empty_list(types.Array(real, 2, "C"))
+    out_logs = typed.List.empty_list(types.Array(real, 1, "C"))
     n = x_columns.shape[1]
     same = rows is None
     r = np.arange(n, dtype=np.int64) if same else np.ascontiguousarray(_array(rows.to(torch.int64)))

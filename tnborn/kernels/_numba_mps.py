@@ -15,6 +15,8 @@ the same operations in a different grouping:
 - :func:`site_message` is the environment update of one site,
   ``y[b] = vec[b] @ A[:, x_b, :]`` followed by the per-row rescaling of
   :func:`tnborn.geometries.mps.chain.normalise_rows`.
+- :func:`chain_sweep` runs whole updates one after another (merge,
+  :func:`block_steps`, :func:`split_block`, the message of the site left behind).
 
 The inner loops run over the last (contiguous) axis as ``y += a * x`` updates,
 which the compiler vectorises without reassociating sums (no ``fastmath``).
@@ -65,13 +67,15 @@ def _step_normalised(mf, gf, beta, alpha):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def block_steps(m0, left, right, x, col, rows, starts, stops, lr):  # pragma: no cover - compiled
+def block_steps(m0, left, right, xt, col, rows, starts, stops, lr):  # pragma: no cover - compiled
     """Normalise ``m0`` and take one gradient step per ``rows[starts[i]:stops[i]]``.
 
-    The rows of each step are grouped by their pixel pair ``(s, t)`` once (the
-    groups do not depend on ``M``); a step is then, per pair, the products
+    The rows of a step are grouped by their pixel pair ``(s, t)`` (the groups do
+    not depend on ``M``; steps on the same rows group them once) and gathered into
+    buffers ``L_g``, ``R_g``; a step is then, per pair, the products
     ``T = L_g @ M[:, s, t, :]``, ``psi = rowsum(T * R_g)`` and
-    ``G[:, s, t, :] = L_g^T @ (R_g / psi)`` (BLAS), and the update.
+    ``G[:, s, t, :] = L_g^T @ (R_g / psi)`` (BLAS), and the update
+    ``M <- (1 - 2 lr) M + (2 lr / B) G``, ``M <- M / ||M||``.
 
     Parameters
     ----------
@@ -79,8 +83,8 @@ def block_steps(m0, left, right, x, col, rows, starts, stops, lr):  # pragma: no
         ``(Dl, d, d, Dr)`` block (not modified).
     left, right : ndarray
         ``(n, Dl)`` and ``(n, Dr)`` environment vectors of all cached samples.
-    x : ndarray
-        ``(n, N)`` int64 configurations.
+    xt : ndarray
+        ``(N, n)`` int64 configurations, one row per variable (any strides).
     col : int
         The block's first variable (``k``; the second is ``k + 1``).
     rows : ndarray
@@ -97,60 +101,62 @@ def block_steps(m0, left, right, x, col, rows, starts, stops, lr):  # pragma: no
     """
     dl, d1, d2, dr = m0.shape
     npair = d1 * d2
-    # internal layout (s, t, Dl, Dr): every M[:, s, t, :] is a contiguous matrix
-    m = np.empty((d1, d2, dl, dr), dtype=m0.dtype)
+    # internal layout (pair, Dl, Dr): every M[:, s, t, :] is a contiguous matrix
+    m = np.empty((npair, dl, dr), dtype=m0.dtype)
     nrm2 = 0.0
     for a in range(dl):
         for s in range(d1):
             for t in range(d2):
                 for c in range(dr):
                     v = m0[a, s, t, c]
-                    m[s, t, a, c] = v
+                    m[s * d2 + t, a, c] = v
                     nrm2 += v * v
     m /= math.sqrt(nrm2)
-    nsteps = starts.shape[0]
-    # groups: for each step and pair, the rows (gathered environments are built per use)
-    pair_of = np.empty(rows.shape[0], dtype=np.int64)
-    for i in range(rows.shape[0]):
-        b = rows[i]
-        pair_of[i] = x[b, col] * d2 + x[b, col + 1]
     g = np.empty_like(m)
+    nsteps = starts.shape[0]
+    batch = 0
+    for step in range(nsteps):
+        batch = max(batch, stops[step] - starts[step])
+    lg = np.empty((batch, dl), dtype=m.dtype)
+    rg = np.empty((batch, dr), dtype=m.dtype)
+    members = np.empty((npair, batch), dtype=np.int64)
+    count = np.zeros(npair, dtype=np.int64)
     beta = 1.0 - 2.0 * lr
-    lgs = []
-    rgs = []
     for step in range(nsteps):
-        seg = pair_of[starts[step]:stops[step]]
-        rs = rows[starts[step]:stops[step]]
+        lo, hi = starts[step], stops[step]
+        if step == 0 or lo != starts[step - 1] or hi != stops[step - 1]:
+            count[:] = 0
+            for j in range(lo, hi):
+                b = rows[j]
+                p = xt[col, b] * d2 + xt[col + 1, b]
+                members[p, count[p]] = b
+                count[p] += 1
         for p in range(npair):
-            idx = rs[seg == p]
-            lgs.append(_gather(left, idx))
-            rgs.append(_gather(right, idx))
-    for step in range(nsteps):
-        for p in range(npair):
-            lg = lgs[step * npair + p]
-            rg = rgs[step * npair + p]
-            if lg.shape[0] == 0:
-                g[p // d2, p % d2] = 0.0
+            k = count[p]
+            if k == 0:
+                g[p] = 0.0
                 continue
-            s = p // d2
-            t = p % d2
-            tm = lg @ m[s, t]
-            w = np.empty_like(rg)
-            for j in range(rg.shape[0]):
+            for j in range(k):
+                b = members[p, j]
+                lg[j] = left[b]
+                rg[j] = right[b]
+            lk = lg[:k]
+            rk = rg[:k]
+            t = lk @ m[p]
+            for j in range(k):
                 psi = 0.0
                 for c in range(dr):
-                    psi += tm[j, c] * rg[j, c]
+                    psi += t[j, c] * rk[j, c]
                 for c in range(dr):
-                    w[j, c] = rg[j, c] / psi
-            g[s, t] = lg.T @ w
-        alpha = 2.0 * lr / (stops[step] - starts[step])
-        _step_normalised(m.reshape(-1), g.reshape(-1), beta, alpha)
+                    rk[j, c] = rk[j, c] / psi
+            g[p] = lk.T @ rk
+        _step_normalised(m.reshape(-1), g.reshape(-1), beta, 2.0 * lr / (hi - lo))
     out = np.empty_like(m0)
     for a in range(dl):
         for s in range(d1):
             for t in range(d2):
                 for c in range(dr):
-                    out[a, s, t, c] = m[s, t, a, c]
+                    out[a, s, t, c] = m[s * d2 + t, a, c]
     return out
 
 
@@ -300,58 +306,6 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _gradient_steps(m, left, right, xt, col, rows, first, batch, nsteps, same_rows, lr, g):  # pragma: no cover
-    """Plain-rule gradient steps on ``m`` (``(d*d, Dl, Dr)``, normalised), in place.
-
-    Step ``j`` uses ``rows[first + j * batch : first + (j + 1) * batch]`` (every
-    step the first ``batch`` rows when ``same_rows``). The formulas of
-    :func:`block_steps`: per pixel pair ``p``, the step's rows of that pair are
-    gathered into preallocated buffers (``L_g``, ``R_g``), ``T = L_g @ M[p]``,
-    ``psi = rowsum(T * R_g)``, ``G[p] = L_g^T @ (R_g / psi)`` (BLAS); then
-    ``M <- (1 - 2 lr) M + (2 lr / B) G`` and ``M <- M / ||M||``.
-    """
-    npair, dl, dr = m.shape
-    d = int(round(math.sqrt(npair)))
-    beta = 1.0 - 2.0 * lr
-    alpha = 2.0 * lr / batch
-    mf = m.reshape(-1)
-    gf = g.reshape(-1)
-    lg = np.empty((batch, dl), dtype=m.dtype)
-    rg = np.empty((batch, dr), dtype=m.dtype)
-    members = np.empty((npair, batch), dtype=np.int64)
-    count = np.zeros(npair, dtype=np.int64)
-    for step in range(nsteps):
-        off = first if same_rows else first + step * batch
-        if step == 0 or not same_rows:  # the groups do not depend on M
-            count[:] = 0
-            for j in range(batch):
-                b = rows[off + j]
-                p = xt[col, b] * d + xt[col + 1, b]
-                members[p, count[p]] = b
-                count[p] += 1
-        for p in range(npair):
-            k = count[p]
-            if k == 0:
-                g[p] = 0.0
-                continue
-            for j in range(k):
-                b = members[p, j]
-                lg[j] = left[b]
-                rg[j] = right[b]
-            lk = lg[:k]
-            rk = rg[:k]
-            t = lk @ m[p]
-            for j in range(k):
-                psi = 0.0
-                for c in range(dr):
-                    psi += t[j, c] * rk[j, c]
-                for c in range(dr):
-                    rk[j, c] = rk[j, c] / psi
-            g[p] = lk.T @ rk
-        _step_normalised(mf, gf, beta, alpha)
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
 def chain_sweep(sites, lo, statics, mvec, mlog, xt, k0, nbonds, leftward, rows, same_rows, batch, nsteps,
                 lr, cutoff, max_bond, min_bond, max_work, max_split, out_vecs, out_logs, info,
                 progress):  # pragma: no cover - compiled
@@ -360,7 +314,7 @@ def chain_sweep(sites, lo, statics, mvec, mlog, xt, k0, nbonds, leftward, rows, 
     Bond ``k`` joins sites ``k`` and ``k + 1``; the bonds are ``k0, k0 - 1, ...``
     (``leftward``: the centre moves to site ``k``) or ``k0, k0 + 1, ...``. Each
     update is the sweep trainer's: merge the two sites (the centre), normalise,
-    take ``nsteps`` plain gradient steps (:func:`_gradient_steps`), split by
+    take ``nsteps`` plain gradient steps (:func:`block_steps`), split by
     :func:`split_block` (the singular values to the new centre) and compute the
     environment message out of the site left behind (:func:`site_message`),
     which is the moving environment of the next bond.
@@ -411,6 +365,8 @@ def chain_sweep(sites, lo, statics, mvec, mlog, xt, k0, nbonds, leftward, rows, 
         one at ``progress[0]`` left nothing changed.
     """
     stats = np.zeros(2)
+    starts = np.empty(nsteps, dtype=np.int64)
+    stops = np.empty(nsteps, dtype=np.int64)
     for i in range(nbonds):
         k = k0 - i if leftward else k0 + i
         a = sites[k - lo]
@@ -426,33 +382,21 @@ def chain_sweep(sites, lo, statics, mvec, mlog, xt, k0, nbonds, leftward, rows, 
             left = mvec
             right = statics[i]
         merged = np.dot(a.reshape(dl * d, dm), b.reshape(dm, d * dr))
-        m = np.empty((d * d, dl, dr), dtype=a.dtype)
-        nrm2 = 0.0
-        for p in range(dl):
-            for s in range(d):
-                for t in range(d):
-                    for c in range(dr):
-                        v = merged[p * d + s, t * dr + c]
-                        m[s * d + t, p, c] = v
-                        nrm2 += v * v
-        m /= math.sqrt(nrm2)
-        g = np.empty_like(m)
         first = 0 if same_rows else i * nsteps * batch
-        _gradient_steps(m, left, right, xt, k, rows, first, batch, nsteps, same_rows, lr, g)
+        for j in range(nsteps):
+            starts[j] = first if same_rows else first + j * batch
+            stops[j] = starts[j] + batch
+        new = block_steps(merged.reshape(dl, d, d, dr), left, right, xt, k, rows, starts, stops, lr)
         good = False
-        for v in m.reshape(-1):
+        for v in new.reshape(-1):
             if not np.isfinite(v):
                 return 1
             if v != 0.0:
                 good = True
         if not good:
             return 1
-        for p in range(dl):
-            for s in range(d):
-                for t in range(d):
-                    for c in range(dr):
-                        merged[p * d + s, t * dr + c] = m[s * d + t, p, c]
-        status, lmat, rmat, sv, keep = split_block(merged, cutoff, max_bond, min_bond, leftward, stats)
+        status, lmat, rmat, sv, keep = split_block(new.reshape(dl * d, d * dr), cutoff, max_bond, min_bond,
+                                                   leftward, stats)
         if status != 0:
             return 2 if status < 3 else 3
         new_a = lmat.reshape(dl, d, keep)
