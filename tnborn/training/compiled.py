@@ -40,10 +40,15 @@ __all__ = ["CHUNK_BONDS", "compiled_updates"]
 CHUNK_BONDS = 256
 
 
+def _is_chain_step(src: Any, tgt: Any) -> bool:
+    """Whether ``(src, tgt)`` is a step between neighbouring sites of a chain."""
+    return isinstance(src, int) and isinstance(tgt, int) and abs(src - tgt) == 1
+
+
 def _run_of_bonds(half: list, start: int) -> tuple[bool, int, int] | None:
     """``(leftward, first bond, length)`` of the chain run starting at ``half[start]``, or None."""
     src, tgt = half[start]
-    if not (isinstance(src, int) and isinstance(tgt, int)) or abs(src - tgt) != 1:
+    if not _is_chain_step(src, tgt):
         return None
     leftward = tgt < src
     step = -1 if leftward else 1
@@ -98,8 +103,7 @@ def compiled_updates(trainer: Any, cache: EnvironmentCache, half: list, start: i
         return []
     model, s = trainer.model, trainer.active_settings
     src, tgt = half[start]
-    if model.center not in (src, tgt) or not (isinstance(src, int) and isinstance(tgt, int)) \
-            or abs(src - tgt) != 1:
+    if model.center not in (src, tgt) or not _is_chain_step(src, tgt):
         return []
     n = cache.x.shape[0]
     full_batch = s.batch_size is None or s.batch_size >= n
