@@ -18,8 +18,13 @@ the same operations in a different grouping:
 - :func:`chain_sweep` runs whole updates one after another (merge,
   :func:`block_steps`, :func:`split_block`, the message of the site left behind).
 
-The inner loops run over the last (contiguous) axis as ``y += a * x`` updates,
-which the compiler vectorises without reassociating sums (no ``fastmath``).
+The inner loops run over the last (contiguous) axis. Sums (dot products and
+norms) go through :func:`_dot`, compiled with reassociation so that the
+compiler splits them into vector lanes: they agree with a left-to-right sum to
+rounding, like any BLAS sum, not bit for bit. Rows are gathered and scattered
+with explicit loops (numba's slice assignment costs several times more per
+row), divisions by a common scale are multiplications by its reciprocal, and
+products write into buffers allocated once per call.
 """
 
 from __future__ import annotations
@@ -37,12 +42,36 @@ __all__: list[str] = []  # private module
 SMALL_MESSAGE = 256
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _gather(src, idx):  # pragma: no cover - compiled
-    out = np.empty((idx.shape[0], src.shape[1]), dtype=src.dtype)
-    for j in range(idx.shape[0]):
-        out[j] = src[idx[j]]
-    return out
+#: Floating-point flags of the reductions: reassociation only (no assumptions
+#: about NaN or infinity), so sums vectorise and non-finite values propagate.
+_REDUCE = {"reassoc", "nsz", "contract"}
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_REDUCE)
+def _dot(x, y):  # pragma: no cover - compiled
+    """``sum_i x[i] y[i]`` of two 1-D arrays (lanes summed in any order)."""
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i] * y[i]
+    return s
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_REDUCE)
+def _sum(x):  # pragma: no cover - compiled
+    """``sum_i x[i]`` of a 1-D array (lanes summed in any order)."""
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += x[i]
+    return s
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "nnan", "ninf"})
+def _absmax_finite(x):  # pragma: no cover - compiled
+    """``max_i |x[i]|`` of a 1-D array known to hold only finite values."""
+    s = 0.0
+    for i in range(x.shape[0]):
+        s = max(s, abs(x[i]))
+    return s
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -56,14 +85,11 @@ def _all_finite(a):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _step_normalised(mf, gf, beta, alpha):  # pragma: no cover - compiled
     """``M <- beta M + alpha G`` then ``M <- M / ||M||``, in place on the flat arrays."""
-    nrm2 = 0.0
     for i in range(mf.shape[0]):
-        v = beta * mf[i] + alpha * gf[i]
-        mf[i] = v
-        nrm2 += v * v
-    nrm = math.sqrt(nrm2)
+        mf[i] = beta * mf[i] + alpha * gf[i]
+    inv = 1.0 / math.sqrt(_dot(mf, mf))
     for i in range(mf.shape[0]):
-        mf[i] /= nrm
+        mf[i] *= inv
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -103,15 +129,15 @@ def block_steps(m0, left, right, xt, col, rows, starts, stops, lr):  # pragma: n
     npair = d1 * d2
     # internal layout (pair, Dl, Dr): every M[:, s, t, :] is a contiguous matrix
     m = np.empty((npair, dl, dr), dtype=m0.dtype)
-    nrm2 = 0.0
     for a in range(dl):
         for s in range(d1):
             for t in range(d2):
                 for c in range(dr):
-                    v = m0[a, s, t, c]
-                    m[s * d2 + t, a, c] = v
-                    nrm2 += v * v
-    m /= math.sqrt(nrm2)
+                    m[s * d2 + t, a, c] = m0[a, s, t, c]
+    mf = m.reshape(-1)
+    inv = 1.0 / math.sqrt(_dot(mf, mf))
+    for i in range(mf.shape[0]):
+        mf[i] *= inv
     g = np.empty_like(m)
     nsteps = starts.shape[0]
     batch = 0
@@ -119,6 +145,7 @@ def block_steps(m0, left, right, xt, col, rows, starts, stops, lr):  # pragma: n
         batch = max(batch, stops[step] - starts[step])
     lg = np.empty((batch, dl), dtype=m.dtype)
     rg = np.empty((batch, dr), dtype=m.dtype)
+    tg = np.empty((batch, dr), dtype=m.dtype)
     members = np.empty((npair, batch), dtype=np.int64)
     count = np.zeros(npair, dtype=np.int64)
     beta = 1.0 - 2.0 * lr
@@ -138,19 +165,20 @@ def block_steps(m0, left, right, xt, col, rows, starts, stops, lr):  # pragma: n
                 continue
             for j in range(k):
                 b = members[p, j]
-                lg[j] = left[b]
-                rg[j] = right[b]
+                for c in range(dl):
+                    lg[j, c] = left[b, c]
+                for c in range(dr):
+                    rg[j, c] = right[b, c]
             lk = lg[:k]
             rk = rg[:k]
-            t = lk @ m[p]
+            t = tg[:k]
+            np.dot(lk, m[p], t)
             for j in range(k):
-                psi = 0.0
+                inv = 1.0 / _dot(t[j], rk[j])
                 for c in range(dr):
-                    psi += t[j, c] * rk[j, c]
-                for c in range(dr):
-                    rk[j, c] = rk[j, c] / psi
-            g[p] = lk.T @ rk
-        _step_normalised(m.reshape(-1), g.reshape(-1), beta, 2.0 * lr / (hi - lo))
+                    rk[j, c] *= inv
+            np.dot(lk.T, rk, g[p])
+        _step_normalised(mf, g.reshape(-1), beta, 2.0 * lr / (hi - lo))
     out = np.empty_like(m0)
     for a in range(dl):
         for s in range(d1):
@@ -207,24 +235,47 @@ def _message_vals(vec, log, a, vals):  # pragma: no cover - compiled
             for c in range(dout):
                 y[b, c] = every[b, off + c]
     else:
+        idx = np.empty(n, dtype=np.int64)
+        buf = np.empty((n, din), dtype=a.dtype)
+        res = np.empty((n, dout), dtype=a.dtype)
         for s in range(d):
-            idx = np.nonzero(vals == s)[0]
-            if idx.shape[0] == 0:
+            cnt = 0
+            for b in range(n):
+                if vals[b] == s:
+                    idx[cnt] = b
+                    cnt += 1
+            if cnt == 0:
                 continue
-            r = _gather(vec, idx) @ np.ascontiguousarray(a[:, s, :])
-            for j in range(idx.shape[0]):
-                y[idx[j]] = r[j]
+            for j in range(cnt):
+                bj = idx[j]
+                for c in range(din):
+                    buf[j, c] = vec[bj, c]
+            r = res[:cnt]
+            np.dot(buf[:cnt], np.ascontiguousarray(a[:, s, :]), r)
+            for j in range(cnt):
+                bj = idx[j]
+                for c in range(dout):
+                    y[bj, c] = r[j, c]
     lo = np.empty(n, dtype=log.dtype)
+    finite = np.isfinite(_sum(y.reshape(-1)))  # else the rows take the NaN-aware maximum
     for b in range(n):
-        scale = 0.0
-        for c in range(dout):
-            av = abs(y[b, c])
-            if av > scale or av != av:  # NaN propagates like torch's amax
-                scale = av
+        if finite:
+            scale = _absmax_finite(y[b])
+        else:
+            scale = 0.0
+            for c in range(dout):
+                av = abs(y[b, c])
+                if av > scale or av != av:  # NaN propagates like torch's amax
+                    scale = av
         if scale > 0:  # (inf included: like torch, inf / inf gives NaN)
             lo[b] = log[b] + np.log(scale)
-            for c in range(dout):
-                y[b, c] /= scale
+            inv = 1.0 / scale
+            if np.isfinite(scale) and np.isfinite(inv):  # (a subnormal scale divides)
+                for c in range(dout):
+                    y[b, c] *= inv
+            else:
+                for c in range(dout):
+                    y[b, c] /= scale
         elif scale == 0:
             lo[b] = log[b] - np.inf
         else:
