@@ -430,7 +430,7 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     n = x_columns.shape[1]
     same = rows is None
     r = np.arange(n, dtype=np.int64) if same else np.ascontiguousarray(_array(rows.to(torch.int64)))
-    info = np.zeros((nbonds, 3))
+    info = np.zeros((nbonds, 4))
     progress = np.zeros(1, dtype=np.int64)
     choice = get_kernels()
     max_work = NUMBA_MAX_WORK if choice == "auto" else np.iinfo(np.int64).max
@@ -448,4 +448,4 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     touched = range(first_bond - done + 1, first_bond + 2) if leftward else range(first_bond, first_bond + done + 1)
     new_sites = {k: torch.from_numpy(site_list[k - lo]) for k in touched} if done else {}
     messages = [(torch.from_numpy(out_vecs[i]), torch.from_numpy(out_logs[i])) for i in range(done)]
-    return ChainRun(done, _STATUS[int(code)], new_sites, messages, info[:done])
+    return ChainRun(done, _STATUS[int(code)], new_sites, messages, info[:done, :3])

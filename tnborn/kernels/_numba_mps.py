@@ -402,8 +402,12 @@ def chain_sweep(sites, lo, statics, mvec, mlog, xt, k0, nbonds, leftward, rows, 
     out_vecs, out_logs : typed List
         Receive each update's outgoing message.
     info : ndarray
-        ``(nbonds, 3)``: kept dimension, largest discarded singular value over
-        the largest, discarded weight.
+        ``(nbonds, 4)``: kept dimension, largest discarded singular value over
+        the largest, discarded weight; column 3 receives the sum of the static
+        environment, read once in order before the steps gather its rows at
+        random (it was last written a half-sweep ago, so it is rarely in cache,
+        and a sequential read runs at the memory's bandwidth where the gathers
+        would wait for each row).
     progress : ndarray
         ``progress[0]``: updates completed so far (also when an exception escapes).
 
@@ -432,6 +436,7 @@ def chain_sweep(sites, lo, statics, mvec, mlog, xt, k0, nbonds, leftward, rows, 
         else:
             left = mvec
             right = statics[i]
+        info[i, 3] = _sum(statics[i].reshape(-1))
         merged = np.dot(a.reshape(dl * d, dm), b.reshape(dm, d * dr))
         first = 0 if same_rows else i * nsteps * batch
         for j in range(nsteps):
