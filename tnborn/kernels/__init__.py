@@ -426,11 +426,11 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     for vec, _ in statics:
         static_list.append(_contiguous(vec))
     out_vecs = typed.List.empty_list(types.Array(real, 2, "C"))
-    out_logs = typed.List.empty_list(types.Array(real, 1, "C"))
     n = x_columns.shape[1]
     same = rows is None
     r = np.arange(n, dtype=np.int64) if same else np.ascontiguousarray(_array(rows.to(torch.int64)))
     info = np.zeros((nbonds, 4))
+    scales = np.empty((nbonds, n))
     progress = np.zeros(1, dtype=np.int64)
     choice = get_kernels()
     max_work = NUMBA_MAX_WORK if choice == "auto" else np.iinfo(np.int64).max
@@ -438,14 +438,18 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     mvec, mlog = moving
     try:
         code = kern.chain_sweep(site_list, lo, static_list, np.ascontiguousarray(_array(mvec)),
-                                np.ascontiguousarray(_array(mlog)), np.ascontiguousarray(_array(x_columns)),
+                                np.ascontiguousarray(_array(x_columns)),
                                 int(first_bond), nbonds, bool(leftward), r, same, int(batch), int(steps),
                                 float(lr), float(cutoff), int(max_bond or 0), int(min_bond), int(max_work),
-                                int(max_split), out_vecs, out_logs, info, progress)
+                                int(max_split), out_vecs, scales, info, progress)
     except np.linalg.LinAlgError:  # the SVD did not converge: that update is the caller's
         code = 2
     done = int(progress[0])
     touched = range(first_bond - done + 1, first_bond + 2) if leftward else range(first_bond, first_bond + done + 1)
     new_sites = {k: torch.from_numpy(site_list[k - lo]) for k in touched} if done else {}
-    messages = [(torch.from_numpy(out_vecs[i]), torch.from_numpy(out_logs[i])) for i in range(done)]
+    # each message's log-scales: the incoming ones plus the log of each scale, summed
+    # in the order of the per-update path (log_k = log_{k-1} + log(scale_k))
+    steps = torch.log(torch.from_numpy(scales[:done])).to(mlog.dtype)
+    logs = torch.cumsum(torch.cat([mlog.reshape(1, -1).cpu(), steps]), dim=0)[1:].unbind(0)
+    messages = [(torch.from_numpy(out_vecs[i]), logs[i]) for i in range(done)]
     return ChainRun(done, _STATUS[int(code)], new_sites, messages, info[:done, :3])

@@ -218,11 +218,28 @@ def site_message(vec, log, a, x, col):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _message_vals(vec, log, a, vals):  # pragma: no cover - compiled
-    """:func:`site_message` with the site's values ``vals`` (``(n,)``) given directly.
+    """:func:`site_message` with the site's values ``vals`` (``(n,)``) given directly."""
+    y, scale = _message_scaled(vec, a, vals)
+    lo = np.empty(vec.shape[0], dtype=log.dtype)
+    for b in range(vec.shape[0]):
+        lo[b] = log[b] + np.log(scale[b])  # log(0) = -inf; NaN stays NaN
+    return y, lo
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _message_scaled(vec, a, vals):  # pragma: no cover - compiled
+    """``y[b] = vec[b] @ a[:, vals[b], :]`` rescaled to unit max-norm, and each row's scale.
 
     Small sites (``Din * Dout <= SMALL_MESSAGE``) take one product with every
     value, ``vec @ a.reshape(Din, d * Dout)``, and pick each row's block:
     ``d`` times the flops, but no gather or scatter, which cost more there.
+
+    Returns
+    -------
+    y : ndarray
+        ``(n, Dout)`` rows divided by their largest magnitude (a zero or NaN row unchanged).
+    scale : ndarray
+        ``(n,)`` float64 largest magnitudes (``0`` for a zero row, NaN where a row has NaN).
     """
     n, din = vec.shape
     d = a.shape[1]
@@ -256,7 +273,7 @@ def _message_vals(vec, log, a, vals):  # pragma: no cover - compiled
                 bj = idx[j]
                 for c in range(dout):
                     y[bj, c] = r[j, c]
-    lo = np.empty(n, dtype=log.dtype)
+    scales = np.empty(n)
     finite = np.isfinite(_sum(y.reshape(-1)))  # else the rows take the NaN-aware maximum
     for b in range(n):
         if finite:
@@ -267,8 +284,8 @@ def _message_vals(vec, log, a, vals):  # pragma: no cover - compiled
                 av = abs(y[b, c])
                 if av > scale or av != av:  # NaN propagates like torch's amax
                     scale = av
+        scales[b] = scale
         if scale > 0:  # (inf included: like torch, inf / inf gives NaN)
-            lo[b] = log[b] + np.log(scale)
             inv = 1.0 / scale
             if np.isfinite(scale) and np.isfinite(inv):  # (a subnormal scale divides)
                 for c in range(dout):
@@ -276,11 +293,7 @@ def _message_vals(vec, log, a, vals):  # pragma: no cover - compiled
             else:
                 for c in range(dout):
                     y[b, c] /= scale
-        elif scale == 0:
-            lo[b] = log[b] - np.inf
-        else:
-            lo[b] = np.nan
-    return y, lo
+    return y, scales
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -357,8 +370,8 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def chain_sweep(sites, lo, statics, mvec, mlog, xt, k0, nbonds, leftward, rows, same_rows, batch, nsteps,
-                lr, cutoff, max_bond, min_bond, max_work, max_split, out_vecs, out_logs, info,
+def chain_sweep(sites, lo, statics, mvec, xt, k0, nbonds, leftward, rows, same_rows, batch, nsteps,
+                lr, cutoff, max_bond, min_bond, max_work, max_split, out_vecs, out_scales, info,
                 progress):  # pragma: no cover - compiled
     """Consecutive two-site updates of a chain in one direction, in one call.
 
@@ -367,7 +380,7 @@ def chain_sweep(sites, lo, statics, mvec, mlog, xt, k0, nbonds, leftward, rows, 
     update is the sweep trainer's: merge the two sites (the centre), normalise,
     take ``nsteps`` plain gradient steps (:func:`block_steps`), split by
     :func:`split_block` (the singular values to the new centre) and compute the
-    environment message out of the site left behind (:func:`site_message`),
+    environment message out of the site left behind (:func:`_message_scaled`),
     which is the moving environment of the next bond.
 
     Parameters
@@ -381,9 +394,10 @@ def chain_sweep(sites, lo, statics, mvec, mlog, xt, k0, nbonds, leftward, rows, 
         For update ``i``: the environment vectors ``(n, D)`` of the side that
         does not move (into site ``k`` from the left when ``leftward``, else into
         site ``k + 1`` from the right).
-    mvec, mlog : ndarray
-        The moving environment into the first bond (``(n, D)`` vectors and
-        ``(n,)`` log-scales).
+    mvec : ndarray
+        The vectors ``(n, D)`` of the moving environment into the first bond
+        (its log-scales are the caller's: the kernel returns each message's
+        row scales, of which the caller takes the logs, all at once).
     xt : ndarray
         ``(N, n)`` int64 configurations, one contiguous row per variable.
     k0, nbonds : int
@@ -399,8 +413,11 @@ def chain_sweep(sites, lo, statics, mvec, mlog, xt, k0, nbonds, leftward, rows, 
     max_work, max_split : int
         An update whose ``batch * Dl * Dr`` or ``Dl * d * d * Dr`` exceeds these
         is left to the caller (status 4).
-    out_vecs, out_logs : typed List
-        Receive each update's outgoing message.
+    out_vecs : typed List
+        Receives each update's outgoing message vectors (rows of unit max-norm).
+    out_scales : ndarray
+        ``(nbonds, n)`` float64; row ``i`` receives the scales the rows of
+        update ``i``'s message were divided by (:func:`_message_scaled`).
     info : ndarray
         ``(nbonds, 4)``: kept dimension, largest discarded singular value over
         the largest, discarded weight; column 3 receives the sum of the static
@@ -459,15 +476,14 @@ def chain_sweep(sites, lo, statics, mvec, mlog, xt, k0, nbonds, leftward, rows, 
         new_b = rmat.reshape(keep, d, dr)
         if leftward:  # message out of site k + 1 into site k: y[b] = A[:, x_b, :] @ R_b
             at = np.ascontiguousarray(new_b.transpose(2, 1, 0))
-            y, ylog = _message_vals(right, mlog, at, xt[k + 1])
+            y, scale = _message_scaled(right, at, xt[k + 1])
         else:
-            y, ylog = _message_vals(left, mlog, new_a, xt[k])
+            y, scale = _message_scaled(left, new_a, xt[k])
         sites[k - lo] = new_a
         sites[k + 1 - lo] = new_b
         out_vecs.append(y)
-        out_logs.append(ylog)
+        out_scales[i] = scale
         mvec = y
-        mlog = ylog
         info[i, 0] = keep
         info[i, 1] = stats[0]
         info[i, 2] = stats[1]
