@@ -33,6 +33,10 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import get_cython_function_address, intrinsic
 
 __all__: list[str] = []  # private module
 
@@ -296,9 +300,169 @@ def _message_scaled(vec, a, vals):  # pragma: no cover - compiled
     return y, scales
 
 
+# ------------------------------------------------------------------ LAPACK
+# The SVD split calls LAPACK's steps of ``gesdd`` itself (``gebrd``, ``bdsdc``,
+# ``ormbr``), so that only the kept singular vectors are transformed back. The
+# routines are scipy's (the LAPACK numba's own ``np.linalg`` uses); each process
+# registers their addresses under fixed symbol names, which compiled code calls by
+# name, so the compiled functions stay cacheable.
+_LAPACK = ("dgebrd", "sgebrd", "dbdsdc", "sbdsdc", "dormbr", "sormbr")
+for _name in _LAPACK:
+    llvm.add_symbol("tnborn_lapack_" + _name, get_cython_function_address("scipy.linalg.cython_lapack", _name))
+
+
+def _lapack(name: str):
+    """A compiled call of the LAPACK routine ``name`` with a tuple of arrays (by address, Fortran style)."""
+    symbol = "tnborn_lapack_" + name
+
+    @intrinsic
+    def call(typingctx, args):
+        if not isinstance(args, types.BaseTuple) or not all(isinstance(t, types.Array) for t in args):
+            return None
+
+        def codegen(context, builder, signature, llargs):
+            i8p = ir.IntType(8).as_pointer()
+            ptrs = []
+            for i, aty in enumerate(signature.args[0]):
+                arr = context.make_array(aty)(context, builder, builder.extract_value(llargs[0], i))
+                ptrs.append(builder.bitcast(arr.data, i8p))
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p] * len(ptrs)),
+                                                symbol)
+            builder.call(fn, ptrs)
+            return context.get_dummy_value()
+
+        return types.void(args), codegen
+
+    return call
+
+
+_dgebrd, _sgebrd = _lapack("dgebrd"), _lapack("sgebrd")
+_dbdsdc, _sbdsdc = _lapack("dbdsdc"), _lapack("sbdsdc")
+_dormbr, _sormbr = _lapack("dormbr"), _lapack("sormbr")
+
+
+@numba.njit(cache=True, nogil=True)
+def _i32(v):  # pragma: no cover - compiled
+    out = np.empty(1, dtype=np.int32)
+    out[0] = v
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _char(c):  # pragma: no cover - compiled
+    out = np.empty(1, dtype=np.uint8)
+    out[0] = ord(c)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _bidiagonal_svd(a):  # pragma: no cover - compiled
+    """Singular values of the ``(m, n)`` C-contiguous ``a`` and what their vectors need.
+
+    ``X = Q B P^T`` (``gebrd``: ``X`` is ``a^T`` when ``n >= m``, whose
+    F-order buffer is ``a``'s C-order one, else ``a``; ``X`` is ``p x q`` with
+    ``p >= q``), then ``B = Ub S Vb^T`` (``bdsdc``, divide and conquer): the
+    path ``gesdd`` takes.
+
+    Returns
+    -------
+    info : int
+        LAPACK's (0: converged).
+    s : ndarray
+        All ``q`` singular values, descending.
+    x, tauq, taup, ub, vbt : ndarray
+        The reflectors of ``Q`` and ``P`` (F-order ``x`` and its scalars) and
+        the F-order ``(q, q)`` singular vectors of ``B``.
+    """
+    m, n = a.shape
+    f64 = a.itemsize == 8
+    if n >= m:
+        x = a.copy().reshape(-1)
+        p, q = n, m
+    else:
+        x = np.empty(m * n, dtype=a.dtype)
+        for i in range(m):
+            for j in range(n):
+                x[j * m + i] = a[i, j]
+        p, q = m, n
+    d = np.empty(q, dtype=a.dtype)
+    e = np.empty(q, dtype=a.dtype)
+    tauq = np.empty(q, dtype=a.dtype)
+    taup = np.empty(q, dtype=a.dtype)
+    lwork = 64 * (p + q)
+    work = np.empty(max(lwork, 3 * q * q + 4 * q), dtype=a.dtype)
+    info = _i32(0)
+    args = (_i32(p), _i32(q), x, _i32(p), d, e, tauq, taup, work, _i32(lwork), info)
+    if f64:
+        _dgebrd(args)
+    else:
+        _sgebrd(args)
+    ub = np.empty(q * q, dtype=a.dtype)
+    vbt = np.empty(q * q, dtype=a.dtype)
+    unused = np.empty(1, dtype=a.dtype)
+    iunused = np.empty(1, dtype=np.int32)
+    iwork = np.empty(8 * q, dtype=np.int32)
+    args2 = (_char("U"), _char("I"), _i32(q), d, e, ub, _i32(q), vbt, _i32(q), unused, iunused, work, iwork, info)
+    if f64:
+        _dbdsdc(args2)
+    else:
+        _sbdsdc(args2)
+    return int(info[0]), d, x, tauq, taup, ub, vbt
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _kept_vectors(m, n, keep, x, tauq, taup, ub, vbt):  # pragma: no cover - compiled
+    """The ``keep`` leading singular vectors of :func:`_bidiagonal_svd`'s block.
+
+    Only these columns of ``Ub`` and ``Vb`` are transformed back by ``Q`` and
+    ``P`` (``ormbr``). Returns ``u`` ``(m, keep)`` and ``vt`` ``(keep, n)``, C-contiguous.
+    """
+    p, q = (n, m) if n >= m else (m, n)
+    f64 = x.itemsize == 8
+    c1 = np.zeros(p * keep, dtype=x.dtype)  # F (p, keep): [Ub[:, :keep]; 0], to become Q Ub
+    for j in range(keep):
+        for i in range(q):
+            c1[j * p + i] = ub[j * q + i]
+    c2 = np.empty(q * keep, dtype=x.dtype)  # F (q, keep): Vb[:, :keep], to become P Vb
+    for j in range(keep):
+        for i in range(q):
+            c2[j * q + i] = vbt[i * q + j]
+    lwork = 64 * (p + q)
+    work = np.empty(lwork, dtype=x.dtype)
+    info = _i32(0)
+    args1 = (_char("Q"), _char("L"), _char("N"), _i32(p), _i32(keep), _i32(q), x, _i32(p), tauq, c1, _i32(p),
+             work, _i32(lwork), info)
+    args2 = (_char("P"), _char("L"), _char("N"), _i32(q), _i32(keep), _i32(p), x, _i32(p), taup, c2, _i32(q),
+             work, _i32(lwork), info)
+    if f64:
+        _dormbr(args1)
+        _dormbr(args2)
+    else:
+        _sormbr(args1)
+        _sormbr(args2)
+    u = np.empty((m, keep), dtype=x.dtype)
+    if n >= m:  # a = X^T = (P Vb) S (Q Ub)^T
+        for i in range(m):
+            for j in range(keep):
+                u[i, j] = c2[j * q + i]
+        vt = c1.reshape(keep, p)  # the F-order (p, keep) buffer is the C-order (keep, n) one
+    else:  # a = X = (Q Ub) S (P Vb)^T
+        for i in range(m):
+            for j in range(keep):
+                u[i, j] = c1[j * p + i]
+        vt = np.empty((keep, n), dtype=x.dtype)
+        for j in range(keep):
+            for i in range(n):
+                vt[j, i] = c2[j * q + i]
+    return u, vt
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cover - compiled
     """Truncated SVD split of a ``(m, n)`` block, the rule of ``interface.truncation_rank``.
+
+    The decomposition is ``gesdd``'s (:func:`_bidiagonal_svd`), with only the
+    kept singular vectors transformed back (:func:`_kept_vectors`).
 
     Parameters
     ----------
@@ -319,7 +483,8 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
     Returns
     -------
     status : int
-        0 done; 1 non-finite singular values; 2 zero block; 3 non-finite halves.
+        0 done; 1 non-finite values in the block or its singular values, or no
+        convergence; 2 zero block; 3 non-finite halves.
     left, right : ndarray
         ``(m, keep)`` and ``(keep, n)``.
     s : ndarray
@@ -327,9 +492,13 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
     keep : int
         Number kept.
     """
-    u, s, vt = np.linalg.svd(a, full_matrices=False)
-    n = s.shape[0]
     empty = np.empty((0, 0), dtype=a.dtype)
+    if not _all_finite(a):  # (what LAPACK cannot decompose)
+        return 1, empty, empty, np.full(min(a.shape[0], a.shape[1]), np.nan, dtype=a.dtype), 0
+    info, s, x, tauq, taup, ub, vbt = _bidiagonal_svd(a)
+    n = s.shape[0]
+    if info != 0:  # did not converge
+        return 1, empty, empty, s, 0
     for i in range(n):
         if not np.isfinite(s[i]):
             return 1, empty, empty, s, 0
@@ -353,8 +522,7 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
     stats[0] = s[keep] / s[0] if keep < n else 0.0  # largest discarded, relative
     stats[1] = disc2 / total if total > 0 else 0.0  # discarded weight
     nrm = math.sqrt(nrm2)
-    left = np.ascontiguousarray(u[:, :keep])
-    right = np.ascontiguousarray(vt[:keep])
+    left, right = _kept_vectors(a.shape[0], a.shape[1], keep, x, tauq, taup, ub, vbt)
     if s_left:
         for i in range(left.shape[0]):
             for j in range(keep):
