@@ -18,13 +18,17 @@ the same operations in a different grouping:
 - :func:`chain_sweep` runs whole updates one after another (merge,
   :func:`block_steps`, :func:`split_block`, the message of the site left behind).
 
-The inner loops run over the last (contiguous) axis. Sums (dot products and
-norms) go through :func:`_dot`, compiled with reassociation so that the
-compiler splits them into vector lanes: they agree with a left-to-right sum to
-rounding, like any BLAS sum, not bit for bit. Rows are gathered and scattered
+The inner loops run over the last (contiguous) axis. Dot products and norms
+go through :func:`_dot`, eight interleaved partial sums in an order fixed by the
+code (they agree with a left-to-right sum to rounding, like any BLAS sum, and
+with themselves bit for bit on every path and machine). Rows are gathered and scattered
 with explicit loops (numba's slice assignment costs several times more per
-row), divisions by a common scale are multiplications by its reciprocal, and
-products write into buffers allocated once per call.
+row), the step's divisions by a common scale are multiplications by its
+reciprocal, and products write into buffers allocated once per call. A
+message's rows are divided by their scale, as
+:func:`tnborn.geometries.mps.chain.normalise_rows` does, so that a message is
+the same bits whichever path computed it (a resumed run rebuilds its cache on
+the plain path and must continue exactly like the run it resumes).
 """
 
 from __future__ import annotations
@@ -46,23 +50,42 @@ __all__: list[str] = []  # private module
 SMALL_MESSAGE = 256
 
 
-#: Floating-point flags of the reductions: reassociation only (no assumptions
-#: about NaN or infinity), so sums vectorise and non-finite values propagate.
-_REDUCE = {"reassoc", "nsz", "contract"}
+#: Floating-point flags of the reductions whose result does not depend on the
+#: order of the terms (a finiteness check, a maximum): reassociation only, no
+#: assumptions about NaN or infinity, so they vectorise.
+_REDUCE = {"reassoc", "nsz"}
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_REDUCE)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _dot(x, y):  # pragma: no cover - compiled
-    """``sum_i x[i] y[i]`` of two 1-D arrays (lanes summed in any order)."""
-    s = 0.0
-    for i in range(x.shape[0]):
-        s += x[i] * y[i]
-    return s
+    """``sum_i x[i] y[i]`` of two 1-D arrays, in eight interleaved partial sums.
+
+    The order is fixed by the code (term ``i`` goes to partial sum ``i % 8``,
+    the remainder to the first; the partial sums are added pairwise), not left
+    to the compiler: the result is the same bits wherever it is inlined and on
+    any vector width, so two code paths that call it agree exactly, while the
+    eight independent sums still keep the vector units busy.
+    """
+    n = x.shape[0]
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    m = n - n % 8
+    for i in range(0, m, 8):
+        s0 += x[i] * y[i]
+        s1 += x[i + 1] * y[i + 1]
+        s2 += x[i + 2] * y[i + 2]
+        s3 += x[i + 3] * y[i + 3]
+        s4 += x[i + 4] * y[i + 4]
+        s5 += x[i + 5] * y[i + 5]
+        s6 += x[i + 6] * y[i + 6]
+        s7 += x[i + 7] * y[i + 7]
+    for i in range(m, n):
+        s0 += x[i] * y[i]
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_REDUCE)
 def _sum(x):  # pragma: no cover - compiled
-    """``sum_i x[i]`` of a 1-D array (lanes summed in any order)."""
+    """``sum_i x[i]`` of a 1-D array, in any order (only tested for finiteness, or discarded)."""
     s = 0.0
     for i in range(x.shape[0]):
         s += x[i]
@@ -290,13 +313,8 @@ def _message_scaled(vec, a, vals):  # pragma: no cover - compiled
                     scale = av
         scales[b] = scale
         if scale > 0:  # (inf included: like torch, inf / inf gives NaN)
-            inv = 1.0 / scale
-            if np.isfinite(scale) and np.isfinite(inv):  # (a subnormal scale divides)
-                for c in range(dout):
-                    y[b, c] *= inv
-            else:
-                for c in range(dout):
-                    y[b, c] /= scale
+            for c in range(dout):
+                y[b, c] /= scale
     return y, scales
 
 
