@@ -449,7 +449,8 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     new_sites = {k: torch.from_numpy(site_list[k - lo]) for k in touched} if done else {}
     # each message's log-scales: the incoming ones plus the log of each scale, summed
     # in the order of the per-update path (log_k = log_{k-1} + log(scale_k))
-    steps = torch.log(torch.from_numpy(scales[:done])).to(mlog.dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf and NaN stay, as in torch
+        steps = torch.from_numpy(np.log(scales[:done])).to(mlog.dtype)  # (numpy's log: the faster one here)
     logs = torch.cumsum(torch.cat([mlog.reshape(1, -1).cpu(), steps]), dim=0)[1:].unbind(0)
     messages = [(torch.from_numpy(out_vecs[i]), logs[i]) for i in range(done)]
     return ChainRun(done, _STATUS[int(code)], new_sites, messages, info[:done, :3])

@@ -359,18 +359,9 @@ _dbdsdc, _sbdsdc = _lapack("dbdsdc"), _lapack("sbdsdc")
 _dormbr, _sormbr = _lapack("dormbr"), _lapack("sormbr")
 
 
-@numba.njit(cache=True, nogil=True)
-def _i32(v):  # pragma: no cover - compiled
-    out = np.empty(1, dtype=np.int32)
-    out[0] = v
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
-def _char(c):  # pragma: no cover - compiled
-    out = np.empty(1, dtype=np.uint8)
-    out[0] = ord(c)
-    return out
+#: LAPACK's character arguments, one byte each (sliced, never copied).
+_CHARS = np.frombuffer(b"UIQPLN", dtype=np.uint8)
+_U, _I, _Q, _P, _L, _N = range(6)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -391,6 +382,8 @@ def _bidiagonal_svd(a):  # pragma: no cover - compiled
     x, tauq, taup, ub, vbt : ndarray
         The reflectors of ``Q`` and ``P`` (F-order ``x`` and its scalars) and
         the F-order ``(q, q)`` singular vectors of ``B``.
+    work : ndarray
+        Workspace, large enough for :func:`_kept_vectors`.
     """
     m, n = a.shape
     f64 = a.itemsize == 8
@@ -403,33 +396,30 @@ def _bidiagonal_svd(a):  # pragma: no cover - compiled
             for j in range(n):
                 x[j * m + i] = a[i, j]
         p, q = m, n
-    d = np.empty(q, dtype=a.dtype)
-    e = np.empty(q, dtype=a.dtype)
-    tauq = np.empty(q, dtype=a.dtype)
-    taup = np.empty(q, dtype=a.dtype)
+    vecs = np.empty(4 * q + 2 * q * q, dtype=a.dtype)  # d, e, tauq, taup, Ub, Vb^T
+    d, e, tauq, taup = vecs[:q], vecs[q:2 * q], vecs[2 * q:3 * q], vecs[3 * q:4 * q]
+    ub, vbt = vecs[4 * q:4 * q + q * q], vecs[4 * q + q * q:]
     lwork = 64 * (p + q)
     work = np.empty(max(lwork, 3 * q * q + 4 * q), dtype=a.dtype)
-    info = _i32(0)
-    args = (_i32(p), _i32(q), x, _i32(p), d, e, tauq, taup, work, _i32(lwork), info)
+    ints = np.empty(4 + 8 * q, dtype=np.int32)  # p, q, lwork, info, then bdsdc's integer workspace
+    ints[0], ints[1], ints[2], ints[3] = p, q, lwork, 0
+    ip, iq, ilwork, info, iwork = ints[0:1], ints[1:2], ints[2:3], ints[3:4], ints[4:]
+    args = (ip, iq, x, ip, d, e, tauq, taup, work, ilwork, info)
     if f64:
         _dgebrd(args)
     else:
         _sgebrd(args)
-    ub = np.empty(q * q, dtype=a.dtype)
-    vbt = np.empty(q * q, dtype=a.dtype)
-    unused = np.empty(1, dtype=a.dtype)
-    iunused = np.empty(1, dtype=np.int32)
-    iwork = np.empty(8 * q, dtype=np.int32)
-    args2 = (_char("U"), _char("I"), _i32(q), d, e, ub, _i32(q), vbt, _i32(q), unused, iunused, work, iwork, info)
+    c = _CHARS
+    args2 = (c[_U:_U + 1], c[_I:_I + 1], iq, d, e, ub, iq, vbt, iq, work[:1], iwork[:1], work, iwork, info)
     if f64:
         _dbdsdc(args2)
     else:
         _sbdsdc(args2)
-    return int(info[0]), d, x, tauq, taup, ub, vbt
+    return int(info[0]), d, x, tauq, taup, ub, vbt, work
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _kept_vectors(m, n, keep, x, tauq, taup, ub, vbt):  # pragma: no cover - compiled
+def _kept_vectors(m, n, keep, x, tauq, taup, ub, vbt, work):  # pragma: no cover - compiled
     """The ``keep`` leading singular vectors of :func:`_bidiagonal_svd`'s block.
 
     Only these columns of ``Ub`` and ``Vb`` are transformed back by ``Q`` and
@@ -445,13 +435,12 @@ def _kept_vectors(m, n, keep, x, tauq, taup, ub, vbt):  # pragma: no cover - com
     for j in range(keep):
         for i in range(q):
             c2[j * q + i] = vbt[i * q + j]
-    lwork = 64 * (p + q)
-    work = np.empty(lwork, dtype=x.dtype)
-    info = _i32(0)
-    args1 = (_char("Q"), _char("L"), _char("N"), _i32(p), _i32(keep), _i32(q), x, _i32(p), tauq, c1, _i32(p),
-             work, _i32(lwork), info)
-    args2 = (_char("P"), _char("L"), _char("N"), _i32(q), _i32(keep), _i32(p), x, _i32(p), taup, c2, _i32(q),
-             work, _i32(lwork), info)
+    ints = np.empty(5, dtype=np.int32)
+    ints[0], ints[1], ints[2], ints[3], ints[4] = p, q, keep, work.shape[0], 0
+    ip, iq, ikeep, ilwork, info = ints[0:1], ints[1:2], ints[2:3], ints[3:4], ints[4:5]
+    c = _CHARS
+    args1 = (c[_Q:_Q + 1], c[_L:_L + 1], c[_N:_N + 1], ip, ikeep, iq, x, ip, tauq, c1, ip, work, ilwork, info)
+    args2 = (c[_P:_P + 1], c[_L:_L + 1], c[_N:_N + 1], iq, ikeep, ip, x, ip, taup, c2, iq, work, ilwork, info)
     if f64:
         _dormbr(args1)
         _dormbr(args2)
@@ -513,7 +502,7 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
     empty = np.empty((0, 0), dtype=a.dtype)
     if not _all_finite(a):  # (what LAPACK cannot decompose)
         return 1, empty, empty, np.full(min(a.shape[0], a.shape[1]), np.nan, dtype=a.dtype), 0
-    info, s, x, tauq, taup, ub, vbt = _bidiagonal_svd(a)
+    info, s, x, tauq, taup, ub, vbt, work = _bidiagonal_svd(a)
     n = s.shape[0]
     if info != 0:  # did not converge
         return 1, empty, empty, s, 0
@@ -540,7 +529,7 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
     stats[0] = s[keep] / s[0] if keep < n else 0.0  # largest discarded, relative
     stats[1] = disc2 / total if total > 0 else 0.0  # discarded weight
     nrm = math.sqrt(nrm2)
-    left, right = _kept_vectors(a.shape[0], a.shape[1], keep, x, tauq, taup, ub, vbt)
+    left, right = _kept_vectors(a.shape[0], a.shape[1], keep, x, tauq, taup, ub, vbt, work)
     if s_left:
         for i in range(left.shape[0]):
             for j in range(keep):

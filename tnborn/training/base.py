@@ -97,13 +97,18 @@ class BatchStream:
             ``(count,)`` int64 row indices.
         """
         out = []
-        while count > 0:
-            self._refill(n)
+        if count > 0 and self.perm is not None and self.pointer < self.perm.shape[0]:  # the epoch under way
             k = min(count, self.perm.shape[0] - self.pointer)
             out.append(self.perm[self.pointer : self.pointer + k])
             self.pointer += k
             count -= k
-        return torch.cat(out)
+        if count > 0:  # whole new epochs, drawn one after another as _refill draws them
+            perms = [torch.randperm(n, generator=self.generator) for _ in range(-(-count // n))]
+            self.perm, self.pointer = perms[-1], count - n * (len(perms) - 1)
+            out += perms[:-1] + [perms[-1][: self.pointer]]
+        if not out:
+            return torch.empty(0, dtype=torch.int64)
+        return torch.cat(out) if len(out) > 1 else out[0]
 
     def next_batch(self, n: int, batch_size: int | None) -> torch.Tensor:
         """Rows of the next mini-batch of an epoch (the last one of an epoch may be smaller).
