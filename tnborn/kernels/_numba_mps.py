@@ -246,7 +246,7 @@ def site_message(vec, log, a, x, col):  # pragma: no cover - compiled
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _message_vals(vec, log, a, vals):  # pragma: no cover - compiled
     """:func:`site_message` with the site's values ``vals`` (``(n,)``) given directly."""
-    y, scale = _message_scaled(vec, a, vals)
+    y, scale = _message_scaled(vec, a, vals, vec, np.empty(0, dtype=np.int64))
     lo = np.empty(vec.shape[0], dtype=log.dtype)
     for b in range(vec.shape[0]):
         lo[b] = log[b] + np.log(scale[b])  # log(0) = -inf; NaN stays NaN
@@ -254,8 +254,12 @@ def _message_vals(vec, log, a, vals):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _message_scaled(vec, a, vals):  # pragma: no cover - compiled
+def _message_scaled(vec, a, vals, ahead, ahead_rows):  # pragma: no cover - compiled
     """``y[b] = vec[b] @ a[:, vals[b], :]`` rescaled to unit max-norm, and each row's scale.
+
+    While it rescales, it asks the CPU to fetch the rows ``ahead_rows`` of the
+    2-D array ``ahead`` into cache (the chain sweep: the next update's rows of
+    its static environment, which its gradient steps gather; no effect on any value).
 
     Small sites (``Din * Dout <= SMALL_MESSAGE``) take one product with every
     value, ``vec @ a.reshape(Din, d * Dout)``, and pick each row's block:
@@ -284,10 +288,9 @@ def _message_scaled(vec, a, vals):  # pragma: no cover - compiled
         res = np.empty((n, dout), dtype=a.dtype)
         for s in range(d):
             cnt = 0
-            for b in range(n):
-                if vals[b] == s:
-                    idx[cnt] = b
-                    cnt += 1
+            for b in range(n):  # (no branch: the values are unpredictable)
+                idx[cnt] = b
+                cnt += vals[b] == s
             if cnt == 0:
                 continue
             for j in range(cnt):
@@ -302,7 +305,10 @@ def _message_scaled(vec, a, vals):  # pragma: no cover - compiled
                     y[bj, c] = r[j, c]
     scales = np.empty(n)
     finite = np.isfinite(_sum(y.reshape(-1)))  # else the rows take the NaN-aware maximum
+    nahead = ahead_rows.shape[0]
     for b in range(n):
+        if b < nahead:
+            _prefetch_row(ahead, ahead_rows[b])
         if finite:
             scale = _absmax_finite(y[b])
         else:
@@ -357,6 +363,33 @@ def _lapack(name: str):
 _dgebrd, _sgebrd = _lapack("dgebrd"), _lapack("sgebrd")
 _dbdsdc, _sbdsdc = _lapack("dbdsdc"), _lapack("sbdsdc")
 _dormbr, _sormbr = _lapack("dormbr"), _lapack("sormbr")
+
+
+@intrinsic
+def _prefetch_row(typingctx, arr, row):
+    """Ask the CPU to bring row ``row`` of the C-contiguous 2-D ``arr`` into cache (no effect on results)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 2 and arr.layout == "C" and isinstance(row, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        itemsize = context.get_abi_sizeof(context.get_data_type(aryty.dtype))
+        ncols = builder.extract_value(ary.shape, 1)
+        row_bytes = builder.mul(ncols, ir.Constant(ncols.type, itemsize))
+        start = builder.mul(context.cast(builder, args[1], signature.args[1], types.intp), row_bytes)
+        base = builder.gep(builder.bitcast(ary.data, i8p), [start])
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        with cgutils.for_range(builder, builder.udiv(builder.add(row_bytes, ir.Constant(row_bytes.type, 63)),
+                                                     ir.Constant(row_bytes.type, 64))) as loop:
+            ptr = builder.gep(base, [builder.mul(loop.index, ir.Constant(loop.index.type, 64))])
+            builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, row), codegen
 
 
 #: LAPACK's character arguments, one byte each (sliced, never copied).
@@ -595,11 +628,12 @@ def chain_sweep(sites, lo, statics, mvec, xt, k0, nbonds, leftward, rows, same_r
         update ``i``'s message were divided by (:func:`_message_scaled`).
     info : ndarray
         ``(nbonds, 4)``: kept dimension, largest discarded singular value over
-        the largest, discarded weight; column 3 receives the sum of the static
-        environment, read once in order before the steps gather its rows at
-        random (it was last written a half-sweep ago, so it is rarely in cache,
-        and a sequential read runs at the memory's bandwidth where the gathers
-        would wait for each row).
+        the largest, discarded weight; ``info[0, 3]`` receives the sum of the
+        first update's static environment, read once in order before the steps
+        gather its rows at random (it was last written a half-sweep ago, so it
+        is rarely in cache, and a sequential read runs at the memory's bandwidth
+        where the gathers would wait for each row). The rows of each later
+        update are fetched ahead, during the message of the update before.
     progress : ndarray
         ``progress[0]``: updates completed so far (also when an exception escapes).
 
@@ -628,7 +662,8 @@ def chain_sweep(sites, lo, statics, mvec, xt, k0, nbonds, leftward, rows, same_r
         else:
             left = mvec
             right = statics[i]
-        info[i, 3] = _sum(statics[i].reshape(-1))
+        if i == 0:  # (later updates' rows were fetched during the message before)
+            info[i, 3] = _sum(statics[i].reshape(-1))
         merged = np.dot(a.reshape(dl * d, dm), b.reshape(dm, d * dr))
         first = 0 if same_rows else i * nsteps * batch
         for j in range(nsteps):
@@ -648,12 +683,19 @@ def chain_sweep(sites, lo, statics, mvec, xt, k0, nbonds, leftward, rows, same_r
         if status != 0:
             return 2 if status < 3 else 3
         new_a = lmat.reshape(dl, d, keep)
+        ahead = statics[i + 1] if i + 1 < nbonds else mvec
+        if i + 1 >= nbonds:
+            ahead_rows = rows[:0]
+        elif same_rows:
+            ahead_rows = rows[:batch]
+        else:
+            ahead_rows = rows[(i + 1) * nsteps * batch:(i + 2) * nsteps * batch]
         new_b = rmat.reshape(keep, d, dr)
         if leftward:  # message out of site k + 1 into site k: y[b] = A[:, x_b, :] @ R_b
             at = np.ascontiguousarray(new_b.transpose(2, 1, 0))
-            y, scale = _message_scaled(right, at, xt[k + 1])
+            y, scale = _message_scaled(right, at, xt[k + 1], ahead, ahead_rows)
         else:
-            y, scale = _message_scaled(left, new_a, xt[k])
+            y, scale = _message_scaled(left, new_a, xt[k], ahead, ahead_rows)
         sites[k - lo] = new_a
         sites[k + 1 - lo] = new_b
         out_vecs.append(y)
