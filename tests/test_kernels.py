@@ -319,6 +319,11 @@ def test_split_matrix_declines_eig_method_and_bad_blocks():
     bad = a.clone()
     bad[1, 2] = float("nan")
     assert kernels.split_matrix(bad, 0.0, None, 1, True, "svd") is None
+    # blocks that gesdd would rescale before decomposing are left to the plain path
+    assert kernels.split_matrix(a * 1e-200, 0.0, None, 1, True, "svd") is None
+    assert kernels.split_matrix(a * 1e200, 0.0, None, 1, True, "svd") is None
+    assert kernels.split_matrix(a.float() * 1e-15, 0.0, None, 1, True, "svd") is None
+    assert kernels.split_matrix(a * 1e-100, 0.0, None, 1, True, "svd") is not None
     left, right, s, keep, max_disc, weight = kernels.split_matrix(a, 0.0, 3, 1, True, "svd")
     assert keep == 3 and left.shape == (4, 3) and right.shape == (3, 6) and s.shape == (4,)
     assert max_disc == float(s[3] / s[0]) and weight == pytest.approx(float(s[3] ** 2 / (s ** 2).sum()), rel=1e-12)

@@ -523,8 +523,10 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
     Returns
     -------
     status : int
-        0 done; 1 non-finite values in the block or its singular values, or no
-        convergence; 2 zero block; 3 non-finite halves.
+        0 done; 1 non-finite values in the block or its singular values, no
+        convergence, or a block whose largest entry is outside
+        ``[sqrt(tiny) / eps, eps / sqrt(tiny)]`` (which ``gesdd`` would rescale
+        first); 2 zero block; 3 non-finite halves.
     left, right : ndarray
         ``(m, keep)`` and ``(keep, n)``.
     s : ndarray
@@ -533,8 +535,20 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
         Number kept.
     """
     empty = np.empty((0, 0), dtype=a.dtype)
-    if not _all_finite(a):  # (what LAPACK cannot decompose)
-        return 1, empty, empty, np.full(min(a.shape[0], a.shape[1]), np.nan, dtype=a.dtype), 0
+    unknown = np.full(min(a.shape[0], a.shape[1]), np.nan, dtype=a.dtype)
+    amax = 0.0
+    for v in a.reshape(-1):
+        if not np.isfinite(v):  # (what LAPACK cannot decompose)
+            return 1, empty, empty, unknown, 0
+        amax = max(amax, abs(v))
+    if amax == 0.0:
+        return 2, empty, empty, np.zeros(min(a.shape[0], a.shape[1]), dtype=a.dtype), 0
+    # gesdd rescales a block whose largest entry is below sqrt(safmin) / eps or above its
+    # inverse before it bidiagonalises; such blocks are left to the caller's plain path
+    eps = np.finfo(a.dtype).eps
+    small = math.sqrt(np.finfo(a.dtype).tiny) / eps
+    if amax < small or amax > 1.0 / small:
+        return 1, empty, empty, unknown, 0
     info, s, x, tauq, taup, ub, vbt, work = _bidiagonal_svd(a)
     n = s.shape[0]
     if info != 0:  # did not converge
