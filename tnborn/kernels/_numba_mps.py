@@ -15,13 +15,19 @@ the same operations in a different grouping:
 - :func:`site_message` is the environment update of one site,
   ``y[b] = vec[b] @ A[:, x_b, :]`` followed by the per-row rescaling of
   :func:`tnborn.geometries.mps.chain.normalise_rows`.
+- :func:`split_block` is the truncated SVD split: LAPACK's ``gesdd`` steps
+  called directly (:func:`_bidiagonal_svd`, :func:`_kept_vectors`), only the
+  kept vectors transformed back.
 - :func:`chain_sweep` runs whole updates one after another (merge,
   :func:`block_steps`, :func:`split_block`, the message of the site left behind).
+
+All kernels live in this one module on purpose: numba's cache of a compiled
+function is invalidated by edits to its own file, not to a callee's file.
 
 The inner loops run over the last (contiguous) axis. Dot products and norms
 go through :func:`_dot`, eight interleaved partial sums in an order fixed by the
 code (they agree with a left-to-right sum to rounding, like any BLAS sum, and
-with themselves bit for bit on every path and machine). Rows are gathered and scattered
+with themselves bit for bit on every code path and vector width). Rows are gathered and scattered
 with explicit loops (numba's slice assignment costs several times more per
 row), the step's divisions by a common scale are multiplications by its
 reciprocal, and products write into buffers allocated once per call. A
