@@ -40,6 +40,15 @@ def _case(eps: float = 1e-2, others: int = 9):
     return m, f, r
 
 
+def _random_case(seed: int, rows: int, dl: int, dr: int):
+    """Random design ``f`` (rows x dl), environments ``r`` (rows x dr) and a unit-norm block ``m``."""
+    gen = torch.Generator().manual_seed(seed)
+    f = torch.randn(rows, dl, generator=gen, dtype=torch.float64)
+    r = torch.randn(rows, dr, generator=gen, dtype=torch.float64)
+    m = torch.randn(dl, dr, generator=gen, dtype=torch.float64)
+    return m / torch.linalg.vector_norm(m), f, r
+
+
 def _guarded(m, f, r, sl, lr, shrinks, scope):
     """Reference: one guarded step on batch ``sl``, judged on the batch or on all rows."""
     rows = sl if scope == "batch" else slice(None)
@@ -107,11 +116,7 @@ def test_bond_scope_bound_lets_a_bounded_rise_through(path):
 
 @pytest.mark.parametrize("shrinks", [0, 2])
 def test_bond_scope_over_several_batches_never_raises_the_nll_of_the_bond(path, shrinks, monkeypatch):
-    gen = torch.Generator().manual_seed(0)
-    f = torch.randn(40, 6, generator=gen, dtype=torch.float64)
-    r = torch.randn(40, 5, generator=gen, dtype=torch.float64)
-    m = torch.randn(6, 5, generator=gen, dtype=torch.float64)
-    m = m / torch.linalg.vector_norm(m)
+    m, f, r = _random_case(0, 40, 6, 5)
     lr = 0.2
     batches = [slice(10 * (k % 4), 10 * (k % 4) + 10) for k in range(12)]
     kinds, cur, bond = [], m, [block_nll(m, f, r)]
@@ -143,11 +148,7 @@ def test_bond_scope_over_several_batches_never_raises_the_nll_of_the_bond(path, 
 def test_full_batches_make_the_scopes_equal(path, monkeypatch):
     """With every row in every batch the two scopes judge on the same rows."""
     margins = record_guard_margins(monkeypatch)
-    gen = torch.Generator().manual_seed(1)
-    f = torch.randn(12, 4, generator=gen, dtype=torch.float64)
-    r = torch.randn(12, 3, generator=gen, dtype=torch.float64)
-    m = torch.randn(4, 3, generator=gen, dtype=torch.float64)
-    m = m / torch.linalg.vector_norm(m)
+    m, f, r = _random_case(1, 12, 4, 3)
     runs = {}
     for scope in GUARD_SCOPES:
         stats = StepStats()
@@ -282,11 +283,7 @@ def test_sample_cap_above_every_rho_is_the_exact_gradient(path):
 
 
 def test_sample_cap_scales_only_the_rows_above_it(path):
-    gen = torch.Generator().manual_seed(3)
-    f = torch.randn(16, 5, generator=gen, dtype=torch.float64)
-    r = torch.randn(16, 4, generator=gen, dtype=torch.float64)
-    m = torch.randn(5, 4, generator=gen, dtype=torch.float64)
-    m = m / torch.linalg.vector_norm(m)
+    m, f, r = _random_case(3, 16, 5, 4)
     lr = 0.05
     _, rho = _capped_reference(m, f, r, lr, 1.0)
     cap = float(rho.median())  # half the rows are capped, half exact

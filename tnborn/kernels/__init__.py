@@ -302,13 +302,9 @@ def split_matrix(a: torch.Tensor, cutoff: float, max_bond: int | None, min_bond:
     if kern is None:
         return None
     stats = np.zeros(2)
-    try:
-        status, left, right, s, keep = kern.split_block(
-            np.ascontiguousarray(_array(a)), float(cutoff), int(max_bond or 0), int(min_bond), bool(s_left),
-            stats)
-    except np.linalg.LinAlgError:
-        return None
-    if status != 0:
+    status, left, right, s, keep = kern.split_block(
+        np.ascontiguousarray(_array(a)), float(cutoff), int(max_bond or 0), int(min_bond), bool(s_left), stats)
+    if status != 0:  # (non-finite, zero, badly scaled, or LAPACK did not converge)
         return None
     return (torch.from_numpy(left), torch.from_numpy(right), torch.from_numpy(s), int(keep),
             float(stats[0]), float(stats[1]))
@@ -439,21 +435,18 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     max_work = NUMBA_MAX_WORK if choice == "auto" else np.iinfo(np.int64).max
     max_split = SPLIT_MAX_SIZE if choice == "auto" else np.iinfo(np.int64).max
     mvec, mlog = moving
-    try:
-        code = kern.chain_sweep(site_list, lo, static_list, np.ascontiguousarray(_array(mvec)),
-                                np.ascontiguousarray(_array(x_columns)),
-                                int(first_bond), nbonds, bool(leftward), r, same, int(batch), int(steps),
-                                float(lr), float(cutoff), int(max_bond or 0), int(min_bond), int(max_work),
-                                int(max_split), out_vecs, scales, info, progress)
-    except np.linalg.LinAlgError:  # the SVD did not converge: that update is the caller's
-        code = 2
+    code = kern.chain_sweep(site_list, lo, static_list, np.ascontiguousarray(_array(mvec)),
+                            np.ascontiguousarray(_array(x_columns)),
+                            int(first_bond), nbonds, bool(leftward), r, same, int(batch), int(steps),
+                            float(lr), float(cutoff), int(max_bond or 0), int(min_bond), int(max_work),
+                            int(max_split), out_vecs, scales, info, progress)
     done = int(progress[0])
     touched = range(first_bond - done + 1, first_bond + 2) if leftward else range(first_bond, first_bond + done + 1)
     new_sites = {k: torch.from_numpy(site_list[k - lo]) for k in touched} if done else {}
     # each message's log-scales: the incoming ones plus the log of each scale, summed
     # in the order of the per-update path (log_k = log_{k-1} + log(scale_k))
     with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf and NaN stay, as in torch
-        steps = torch.from_numpy(np.log(scales[:done])).to(mlog.dtype)  # (numpy's log: the faster one here)
-    logs = torch.cumsum(torch.cat([mlog.reshape(1, -1).cpu(), steps]), dim=0)[1:].unbind(0)
+        log_scales = torch.from_numpy(np.log(scales[:done])).to(mlog.dtype)  # (numpy's log: the faster one here)
+    logs = torch.cumsum(torch.cat([mlog.reshape(1, -1).cpu(), log_scales]), dim=0)[1:].unbind(0)
     messages = [(torch.from_numpy(out_vecs[i]), logs[i]) for i in range(done)]
     return ChainRun(done, _STATUS[int(code)], new_sites, messages, info[:done, :3])
