@@ -361,3 +361,88 @@ def test_split_matrix_kept_vectors_of_every_shape(shape, dtype):
     assert float((left.double().T @ left.double() - torch.diag(kept_s ** 2)).abs().max()) <= 2 * err / gap
     exact = (u0[:, :keep] * kept_s) @ v0[:, :keep].T
     assert float((left.double() @ right.double() - exact).abs().max()) <= 4 * err / gap
+
+
+# ----------------------------------------------------------------- vector loops
+def _compiled(fn):
+    """``fn`` (numba's private kernels take only compiled callers) wrapped for a test."""
+    import numba
+
+    return numba.njit(fn)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_dot_sums_in_its_documented_lane_order(dtype):
+    """Term i to lane i % 8, each lane in order (float32 products summed in float64), lanes
+    added pairwise: the same bits as that order written out, for every length (a partial
+    last chunk included)."""
+    import numpy as np
+
+    from tnborn.kernels import _numba_mps as nm
+
+    dot = _compiled(lambda x, y: nm._dot(x, y))
+    rng = np.random.default_rng(3)
+    for n in [*range(0, 41), 97, 3600, 3601]:
+        x = rng.standard_normal(n).astype(dtype)
+        y = rng.standard_normal(n).astype(dtype)
+        lanes = [0.0] * 8
+        for i in range(n):
+            lanes[i % 8] = float(np.float64(lanes[i % 8]) + np.float64(x[i] * y[i]))
+        want = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
+        assert dot(x, y) == want, n
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_absmax_finite_is_the_largest_magnitude(dtype):
+    import numpy as np
+
+    from tnborn.kernels import _numba_mps as nm
+
+    absmax = _compiled(lambda x: nm._absmax_finite(x))
+    rng = np.random.default_rng(4)
+    assert absmax(np.zeros(0, dtype=dtype)) == 0.0
+    for n in [1, 7, 8, 9, 30, 63, 64, 1000]:
+        x = rng.standard_normal(n).astype(dtype)
+        for at in {0, n // 2, n - 1}:  # the largest magnitude in every position, of either sign
+            z = x.copy()
+            z[at] = -10.0
+            assert absmax(z) == 10.0, (n, at)
+            assert absmax(np.abs(z)) == 10.0
+
+
+def test_rescaled_row_multiplies_by_the_reciprocal_except_where_that_differs():
+    """Within one rounding of the quotient for an ordinary maximum; the quotient itself for a
+    subnormal maximum (whose reciprocal overflows) and when asked to divide; infinite and NaN
+    rows as torch's division leaves them; a zero row copied."""
+    import numpy as np
+
+    from tnborn.kernels import _numba_mps as nm
+
+    def run(src, finite, divide):
+        dst = np.empty_like(src)
+        scale = nm._rescaled_row(src, dst, finite, divide)
+        return dst, scale
+
+    rescale = _compiled(run)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(30)
+    out, scale = rescale(x, True, False)
+    quotient = x / np.abs(x).max()
+    assert scale == np.abs(x).max()
+    assert np.all(np.abs(out - quotient) <= np.finfo(np.float64).eps * np.abs(quotient))
+    assert torch.equal(torch.from_numpy(rescale(x, True, True)[0]), torch.from_numpy(quotient))
+    tiny = x * 1e-310  # subnormal maximum: 1 / max overflows, so it divides
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert np.abs(tiny).max() < np.finfo(np.float64).tiny and np.isinf(1.0 / np.abs(tiny).max())
+        assert np.array_equal(rescale(tiny, True, False)[0], tiny / np.abs(tiny).max())
+        inf = x.copy()
+        inf[3] = -np.inf
+        got, scale = rescale(inf, False, False)
+        assert scale == np.inf and np.array_equal(got, inf / np.inf, equal_nan=True)
+    nan = x.copy()
+    nan[4] = np.nan
+    got, scale = rescale(nan, False, False)
+    assert np.isnan(scale) and np.array_equal(got, nan, equal_nan=True)
+    zero = np.zeros(30)
+    got, scale = rescale(zero, True, False)
+    assert scale == 0.0 and np.array_equal(got, zero)

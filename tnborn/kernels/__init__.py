@@ -144,6 +144,17 @@ def _contiguous(t: torch.Tensor) -> np.ndarray:
     return t.numpy() if t.is_contiguous() and not t.requires_grad else np.ascontiguousarray(_array(t))
 
 
+def _address_table(tensors: list[torch.Tensor], ndim: int) -> tuple[list[torch.Tensor], np.ndarray]:
+    """C-contiguous CPU tensors (copies only where needed) and their table of address and shape.
+
+    The table's rows are ``(address, *shape)`` (int64); the returned tensors
+    must stay alive while anything reads the table's addresses.
+    """
+    held = [t if t.is_contiguous() and not t.requires_grad else t.detach().contiguous() for t in tensors]
+    table = np.array([(t.data_ptr(), *t.shape) for t in held], dtype=np.int64).reshape(-1, 1 + ndim)
+    return held, table
+
+
 def two_site_steps(block: Any, envs: dict, x: torch.Tensor, rows: torch.Tensor | None,
                    batches: list[slice], lr: float) -> torch.Tensor | None:
     """The normalised gradient steps of one chain-shaped two-site block, compiled; ``None`` if not applicable.
@@ -418,12 +429,10 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     lo = min(sites)
     hi = max(sites)
     real = types.float64 if sites[lo].dtype == torch.float64 else types.float32
+    # the inputs go by address (the kernel views them): these keep them alive and C-contiguous
+    site_arrays, site_table = _address_table([sites[k] for k in range(lo, hi + 1)], 3)
+    static_arrays, static_table = _address_table([vec for vec, _ in statics], 2)
     site_list = typed.List.empty_list(types.Array(real, 3, "C"))
-    for k in range(lo, hi + 1):
-        site_list.append(_contiguous(sites[k]))
-    static_list = typed.List.empty_list(types.Array(real, 2, "C"))
-    for vec, _ in statics:
-        static_list.append(_contiguous(vec))
     out_vecs = typed.List.empty_list(types.Array(real, 2, "C"))
     n = x_columns.shape[1]
     same = rows is None
@@ -435,11 +444,12 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     max_work = NUMBA_MAX_WORK if choice == "auto" else np.iinfo(np.int64).max
     max_split = SPLIT_MAX_SIZE if choice == "auto" else np.iinfo(np.int64).max
     mvec, mlog = moving
-    code = kern.chain_sweep(site_list, lo, static_list, np.ascontiguousarray(_array(mvec)),
+    code = kern.chain_sweep(site_table, lo, static_table, np.ascontiguousarray(_array(mvec)),
                             np.ascontiguousarray(_array(x_columns)),
                             int(first_bond), nbonds, bool(leftward), r, same, int(batch), int(steps),
                             float(lr), float(cutoff), int(max_bond or 0), int(min_bond), int(max_work),
-                            int(max_split), out_vecs, scales, info, progress)
+                            int(max_split), site_list, out_vecs, scales, info, progress)
+    del site_arrays, static_arrays  # (alive until here)
     done = int(progress[0])
     touched = range(first_bond - done + 1, first_bond + 2) if leftward else range(first_bond, first_bond + done + 1)
     new_sites = {k: torch.from_numpy(site_list[k - lo]) for k in touched} if done else {}

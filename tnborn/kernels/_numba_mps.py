@@ -24,17 +24,22 @@ the same operations in a different grouping:
 All kernels live in this one module on purpose: numba's cache of a compiled
 function is invalidated by edits to its own file, not to a callee's file.
 
-The inner loops run over the last (contiguous) axis. Dot products and norms
-go through :func:`_dot`, eight interleaved partial sums in an order fixed by the
-code (they agree with a left-to-right sum to rounding, like any BLAS sum, and
-with themselves bit for bit on every code path and vector width). Rows are gathered and scattered
-with explicit loops (numba's slice assignment costs several times more per
-row), the step's divisions by a common scale are multiplications by its
-reciprocal, and products write into buffers allocated once per call. A
-message's rows are divided by their scale, as
-:func:`tnborn.geometries.mps.chain.normalise_rows` does, so that a message is
-the same bits whichever path computed it (a resumed run rebuilds its cache on
-the plain path and must continue exactly like the run it resumes).
+The inner loops run over the last (contiguous) axis. Dot products and row
+maxima go through :func:`_dot` and :func:`_absmax_finite`, explicit eight-lane
+vector loops emitted as LLVM IR (numba's scalar code for them did not
+vectorise); a dot product's order is fixed by that code (term ``i`` to lane
+``i % 8``, lanes added pairwise): it agrees with a left-to-right sum to
+rounding, like any BLAS sum, and with itself bit for bit on every code path
+and vector width. Rows are gathered and scattered with explicit loops (numba's
+slice assignment costs several times more per row), divisions by a common
+scale are multiplications by its reciprocal, and products write into buffers
+allocated once per call. A message's rows are rescaled by the reciprocal of
+their maximum too (a subnormal maximum divides); the one message the plain
+path computes with torch's division, out of a chain's end site (``Din = 1``,
+:func:`tnborn.geometries.mps.chain.normalise_rows`), is divided here as well,
+so that every message is the same bits whichever path computed it (a resumed
+run rebuilds its cache on the plain path and must continue exactly like the
+run it resumes).
 """
 
 from __future__ import annotations
@@ -62,31 +67,80 @@ SMALL_MESSAGE = 256
 _REDUCE = {"reassoc", "nsz"}
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _dot(x, y):  # pragma: no cover - compiled
-    """``sum_i x[i] y[i]`` of two 1-D arrays, in eight interleaved partial sums.
+#: Lanes of the explicit vector loops of :func:`_dot` and :func:`_absmax_finite`.
+_LANES = 8
 
-    The order is fixed by the code (term ``i`` goes to partial sum ``i % 8``,
-    the remainder to the first; the partial sums are added pairwise), not left
-    to the compiler: the result is the same bits wherever it is inlined and on
-    any vector width, so two code paths that call it agree exactly, while the
-    eight independent sums still keep the vector units busy.
+
+def _contiguous_1d(*tys) -> bool:
+    """Whether the numba types are C-contiguous 1-D arrays of one real dtype."""
+    return all(isinstance(t, types.Array) and t.ndim == 1 and t.layout == "C" for t in tys) and \
+        all(t.dtype == tys[0].dtype for t in tys) and tys[0].dtype in (types.float64, types.float32)
+
+
+def _lane_loop(context, builder, arrays, elt, body):
+    """Emit ``body(vectors)`` over consecutive 8-element chunks of the 1-D arrays, in order.
+
+    The last, partial chunk is loaded under a mask (no access past the end),
+    its missing lanes zero.
     """
-    n = x.shape[0]
-    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
-    m = n - n % 8
-    for i in range(0, m, 8):
-        s0 += x[i] * y[i]
-        s1 += x[i + 1] * y[i + 1]
-        s2 += x[i + 2] * y[i + 2]
-        s3 += x[i + 3] * y[i + 3]
-        s4 += x[i + 4] * y[i + 4]
-        s5 += x[i + 5] * y[i + 5]
-        s6 += x[i + 6] * y[i + 6]
-        s7 += x[i + 7] * y[i + 7]
-    for i in range(m, n):
-        s0 += x[i] * y[i]
-    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    n = builder.extract_value(arrays[0].shape, 0)
+    vty = ir.VectorType(elt, _LANES)
+    size = 4 if elt != ir.DoubleType() else 8
+    lanes = ir.Constant(n.type, _LANES)
+    m = builder.sub(n, builder.srem(n, lanes))
+    with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), m, lanes) as (i, _):
+        body([builder.load(builder.bitcast(builder.gep(a.data, [i]), vty.as_pointer()), align=size) for a in arrays])
+    rem = builder.sub(n, m)
+    with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(n.type, 0))):
+        i1v = ir.VectorType(ir.IntType(1), _LANES)
+        idx = ir.Constant(ir.VectorType(n.type, _LANES), list(range(_LANES)))
+        splat = builder.insert_element(ir.Constant(ir.VectorType(n.type, _LANES), ir.Undefined), rem, ir.Constant(ir.IntType(32), 0))
+        splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [0] * _LANES))
+        mask = builder.icmp_signed("<", idx, splat)
+        name = f"llvm.masked.load.v8{'f32' if size == 4 else 'f64'}.p0"
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty.as_pointer(), ir.IntType(32), i1v, vty]), name)
+        zero = ir.Constant(vty, [0.0] * _LANES)
+        body([builder.call(fn, [builder.bitcast(builder.gep(a.data, [m]), vty.as_pointer()), ir.Constant(ir.IntType(32), size), mask, zero]) for a in arrays])
+
+
+@intrinsic
+def _dot(typingctx, x, y):
+    """``sum_i x[i] y[i]`` of two C-contiguous 1-D arrays, in eight lanes (float64 result).
+
+    Term ``i`` goes to lane ``i % 8`` (each lane sums its terms in order;
+    float32 products are summed in float64); the lanes are then added
+    pairwise, ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``. The order
+    is that of the emitted vector code (a multiplication, then an addition: no
+    fused multiply-add), not left to the compiler: the result is the same bits
+    wherever it is inlined and on any vector width, so two code paths that call
+    it agree exactly.
+    """
+    if not _contiguous_1d(x, y):
+        return None
+
+    def codegen(context, builder, signature, args):
+        xt = signature.args[0]
+        arrays = [context.make_array(t)(context, builder, v) for t, v in zip(signature.args, args)]
+        elt = context.get_data_type(xt.dtype)
+        dbl = ir.DoubleType()
+        dty = ir.VectorType(dbl, _LANES)
+        acc = cgutils.alloca_once_value(builder, ir.Constant(dty, [0.0] * _LANES))
+
+        def body(v):
+            prod = builder.fmul(v[0], v[1])
+            if elt != dbl:
+                prod = builder.fpext(prod, dty)
+            builder.store(builder.fadd(builder.load(acc), prod), acc)
+
+        _lane_loop(context, builder, arrays, elt, body)
+        vacc = builder.load(acc)
+        s = [builder.extract_element(vacc, ir.Constant(ir.IntType(32), k)) for k in range(_LANES)]
+        left = builder.fadd(builder.fadd(s[0], s[1]), builder.fadd(s[2], s[3]))
+        right = builder.fadd(builder.fadd(s[4], s[5]), builder.fadd(s[6], s[7]))
+        return builder.fadd(left, right)
+
+    return types.float64(x, y), codegen
+
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy", fastmath=_REDUCE)
@@ -98,13 +152,36 @@ def _sum(x):  # pragma: no cover - compiled
     return s
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "nsz", "nnan", "ninf"})
-def _absmax_finite(x):  # pragma: no cover - compiled
-    """``max_i |x[i]|`` of a 1-D array known to hold only finite values."""
-    s = 0.0
-    for i in range(x.shape[0]):
-        s = max(s, abs(x[i]))
-    return s
+@intrinsic
+def _absmax_finite(typingctx, x):
+    """``max_i |x[i]|`` of a C-contiguous 1-D array known to hold only finite values (0 if empty).
+
+    Eight lanes at a time (a maximum of finite values does not depend on the order).
+    """
+    if not _contiguous_1d(x):
+        return None
+
+    def codegen(context, builder, signature, args):
+        xt = signature.args[0]
+        arrays = [context.make_array(xt)(context, builder, args[0])]
+        elt = context.get_data_type(xt.dtype)
+        sfx = "f32" if elt != ir.DoubleType() else "f64"
+        vty = ir.VectorType(elt, _LANES)
+        mod = builder.module
+        vabs = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty]), f"llvm.fabs.v8{sfx}")
+        vmax = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, vty]), f"llvm.maxnum.v8{sfx}")
+        acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * _LANES))
+
+        def body(v):
+            builder.store(builder.call(vmax, [builder.load(acc), builder.call(vabs, [v[0]])]), acc)
+
+        _lane_loop(context, builder, arrays, elt, body)
+        vacc = builder.load(acc)
+        red = cgutils.get_or_insert_function(mod, ir.FunctionType(elt, [vty]), f"llvm.vector.reduce.fmax.v8{sfx}")
+        out = builder.call(red, [vacc])
+        return builder.fpext(out, ir.DoubleType()) if elt != ir.DoubleType() else out
+
+    return types.float64(x), codegen
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -259,6 +336,42 @@ def _message_vals(vec, log, a, vals):  # pragma: no cover - compiled
     return y, lo
 
 
+#: Smallest normal float64: a row maximum below it is divided by (its reciprocal would overflow).
+_TINY = float(np.finfo(np.float64).tiny)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _rescaled_row(src, dst, finite, divide):  # pragma: no cover - compiled
+    """``dst = src / max|src|`` (a zero or NaN row copied as it is); returns ``max|src|``.
+
+    ``finite``: ``src`` holds only finite values (else the maximum is the
+    NaN-aware one, like torch's ``amax``). Unless ``divide``, the division is
+    a multiplication by the reciprocal (within one rounding of the quotient;
+    the same values as the quotient for an infinite maximum: zeros, and NaN for
+    an infinite entry), except for a subnormal maximum.
+    """
+    dout = src.shape[0]
+    if finite:
+        scale = _absmax_finite(src)
+    else:
+        scale = 0.0
+        for c in range(dout):
+            av = abs(src[c])
+            if av > scale or av != av:  # NaN propagates like torch's amax
+                scale = av
+    if scale >= _TINY and not divide:
+        inv = 1.0 / scale
+        for c in range(dout):
+            dst[c] = src[c] * inv
+    elif scale > 0:
+        for c in range(dout):
+            dst[c] = src[c] / scale
+    else:
+        for c in range(dout):
+            dst[c] = src[c]
+    return scale
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _message_scaled(vec, a, vals, ahead, ahead_rows):  # pragma: no cover - compiled
     """``y[b] = vec[b] @ a[:, vals[b], :]`` rescaled to unit max-norm, and each row's scale.
@@ -270,11 +383,14 @@ def _message_scaled(vec, a, vals, ahead, ahead_rows):  # pragma: no cover - comp
     Small sites (``Din * Dout <= SMALL_MESSAGE``) take one product with every
     value, ``vec @ a.reshape(Din, d * Dout)``, and pick each row's block:
     ``d`` times the flops, but no gather or scatter, which cost more there.
+    Larger ones gather the rows of each value, take one product per value, and
+    write the output rows in order, each rescaled as it is read back
+    (:func:`_rescaled_row`).
 
     Returns
     -------
     y : ndarray
-        ``(n, Dout)`` rows divided by their largest magnitude (a zero or NaN row unchanged).
+        ``(n, Dout)`` rows rescaled by their largest magnitude (a zero or NaN row unchanged).
     scale : ndarray
         ``(n,)`` float64 largest magnitudes (``0`` for a zero row, NaN where a row has NaN).
     """
@@ -282,51 +398,45 @@ def _message_scaled(vec, a, vals, ahead, ahead_rows):  # pragma: no cover - comp
     d = a.shape[1]
     dout = a.shape[2]
     y = np.empty((n, dout), dtype=a.dtype)
+    scales = np.empty(n)
+    nahead = ahead_rows.shape[0]
+    # a message out of a chain's end (din = 1) is the plain path's normalise_rows (a division) there
+    divide = din == 1
     if din * dout <= SMALL_MESSAGE:
         every = vec @ np.ascontiguousarray(a).reshape(din, d * dout)
+        finite = np.isfinite(_sum(every.reshape(-1)))  # else the rows take the NaN-aware maximum
         for b in range(n):
+            if b < nahead:
+                _prefetch_row(ahead, ahead_rows[b])
             off = vals[b] * dout
-            for c in range(dout):
-                y[b, c] = every[b, off + c]
+            scales[b] = _rescaled_row(every[b, off:off + dout], y[b], finite, divide)
     else:
-        idx = np.empty(n, dtype=np.int64)
+        # rows of value s go to rows start_s .. of the products, then each output row is
+        # read back from there in order (writes in order: the fresh output is not in cache)
+        idx = np.empty(2 * n, dtype=np.int64)
+        pos = np.empty(n, dtype=np.int64)
         buf = np.empty((n, din), dtype=a.dtype)
         res = np.empty((n, dout), dtype=a.dtype)
+        start = 0
         for s in range(d):
             cnt = 0
             for b in range(n):  # (no branch: the values are unpredictable)
-                idx[cnt] = b
+                idx[start + cnt] = b
                 cnt += vals[b] == s
             if cnt == 0:
                 continue
-            for j in range(cnt):
+            for j in range(start, start + cnt):
                 bj = idx[j]
+                pos[bj] = j
                 for c in range(din):
                     buf[j, c] = vec[bj, c]
-            r = res[:cnt]
-            np.dot(buf[:cnt], np.ascontiguousarray(a[:, s, :]), r)
-            for j in range(cnt):
-                bj = idx[j]
-                for c in range(dout):
-                    y[bj, c] = r[j, c]
-    scales = np.empty(n)
-    finite = np.isfinite(_sum(y.reshape(-1)))  # else the rows take the NaN-aware maximum
-    nahead = ahead_rows.shape[0]
-    for b in range(n):
-        if b < nahead:
-            _prefetch_row(ahead, ahead_rows[b])
-        if finite:
-            scale = _absmax_finite(y[b])
-        else:
-            scale = 0.0
-            for c in range(dout):
-                av = abs(y[b, c])
-                if av > scale or av != av:  # NaN propagates like torch's amax
-                    scale = av
-        scales[b] = scale
-        if scale > 0:  # (inf included: like torch, inf / inf gives NaN)
-            for c in range(dout):
-                y[b, c] /= scale
+            np.dot(buf[start:start + cnt], np.ascontiguousarray(a[:, s, :]), res[start:start + cnt])
+            start += cnt
+        finite = np.isfinite(_sum(res.reshape(-1)))  # else the rows take the NaN-aware maximum
+        for b in range(n):
+            if b < nahead:
+                _prefetch_row(ahead, ahead_rows[b])
+            scales[b] = _rescaled_row(res[pos[b]], y[b], finite, divide)
     return y, scales
 
 
@@ -369,6 +479,19 @@ def _lapack(name: str):
 _dgebrd, _sgebrd = _lapack("dgebrd"), _lapack("sgebrd")
 _dbdsdc, _sbdsdc = _lapack("dbdsdc"), _lapack("sbdsdc")
 _dormbr, _sormbr = _lapack("dormbr"), _lapack("sormbr")
+
+
+@intrinsic
+def _pointer_like(typingctx, address, like):
+    """The integer ``address`` as a pointer to elements of ``like``'s dtype (for :func:`numba.carray`)."""
+    if not (isinstance(address, types.Integer) and isinstance(like, types.Array)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        target = context.get_value_type(types.CPointer(signature.args[1].dtype))
+        return builder.inttoptr(context.cast(builder, args[0], signature.args[0], types.intp), target)
+
+    return types.CPointer(like.dtype)(address, like), codegen
 
 
 @intrinsic
@@ -598,8 +721,8 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def chain_sweep(sites, lo, statics, mvec, xt, k0, nbonds, leftward, rows, same_rows, batch, nsteps,
-                lr, cutoff, max_bond, min_bond, max_work, max_split, out_vecs, out_scales, info,
+def chain_sweep(site_table, lo, static_table, mvec, xt, k0, nbonds, leftward, rows, same_rows, batch, nsteps,
+                lr, cutoff, max_bond, min_bond, max_work, max_split, sites, out_vecs, out_scales, info,
                 progress):  # pragma: no cover - compiled
     """Consecutive two-site updates of a chain in one direction, in one call.
 
@@ -611,17 +734,23 @@ def chain_sweep(sites, lo, statics, mvec, xt, k0, nbonds, leftward, rows, same_r
     environment message out of the site left behind (:func:`_message_scaled`),
     which is the moving environment of the next bond.
 
+    The input arrays come as tables of addresses and shapes, read as views
+    (a typed list built in Python costs a microsecond per array, a few percent of
+    a max-bond-30 loop); the caller keeps them alive and C-contiguous, of
+    ``mvec``'s dtype, for the duration of the call, and nothing writes to them.
+
     Parameters
     ----------
-    sites : typed List of ndarray
-        ``(Dl, d, Dr)`` C-contiguous site arrays of sites ``lo, lo + 1, ...``;
-        entries are replaced (new arrays), never written in place.
+    site_table : ndarray
+        ``(nsites, 4)`` int64: address, ``Dl``, ``d``, ``Dr`` of the
+        C-contiguous site arrays of sites ``lo, lo + 1, ...``.
     lo : int
-        The chain index of ``sites[0]``.
-    statics : typed List of ndarray
-        For update ``i``: the environment vectors ``(n, D)`` of the side that
-        does not move (into site ``k`` from the left when ``leftward``, else into
-        site ``k + 1`` from the right).
+        The chain index of the table's first site.
+    static_table : ndarray
+        ``(nbonds, 3)`` int64: address, ``n``, ``D`` of update ``i``'s
+        environment vectors ``(n, D)`` of the side that does not move (into
+        site ``k`` from the left when ``leftward``, else into site ``k + 1``
+        from the right).
     mvec : ndarray
         The vectors ``(n, D)`` of the moving environment into the first bond
         (its log-scales are the caller's: the kernel returns each message's
@@ -641,6 +770,9 @@ def chain_sweep(sites, lo, statics, mvec, xt, k0, nbonds, leftward, rows, same_r
     max_work, max_split : int
         An update whose ``batch * Dl * Dr`` or ``Dl * d * d * Dr`` exceeds these
         is left to the caller (status 4).
+    sites : typed List
+        Empty; receives the site arrays (views of the table's, then each
+        update's new arrays, which replace them: nothing is written in place).
     out_vecs : typed List
         Receives each update's outgoing message vectors (rows of unit max-norm).
     out_scales : ndarray
@@ -665,6 +797,9 @@ def chain_sweep(sites, lo, statics, mvec, xt, k0, nbonds, leftward, rows, same_r
         above the work limits. Updates before ``progress[0]`` are complete; the
         one at ``progress[0]`` left nothing changed.
     """
+    for j in range(site_table.shape[0]):
+        sites.append(numba.carray(_pointer_like(site_table[j, 0], mvec),
+                                  (site_table[j, 1], site_table[j, 2], site_table[j, 3])))
     stats = np.zeros(2)
     starts = np.empty(nsteps, dtype=np.int64)
     stops = np.empty(nsteps, dtype=np.int64)
@@ -676,14 +811,15 @@ def chain_sweep(sites, lo, statics, mvec, xt, k0, nbonds, leftward, rows, same_r
         dr = b.shape[2]
         if batch * dl * dr > max_work or dl * d * d * dr > max_split:
             return 4
+        static = numba.carray(_pointer_like(static_table[i, 0], mvec), (static_table[i, 1], static_table[i, 2]))
         if leftward:
-            left = statics[i]
+            left = static
             right = mvec
         else:
             left = mvec
-            right = statics[i]
+            right = static
         if i == 0:  # (later updates' rows were fetched during the message before)
-            info[i, 3] = _sum(statics[i].reshape(-1))
+            info[i, 3] = _sum(static.reshape(-1))
         merged = np.dot(a.reshape(dl * d, dm), b.reshape(dm, d * dr))
         first = 0 if same_rows else i * nsteps * batch
         for j in range(nsteps):
@@ -703,7 +839,11 @@ def chain_sweep(sites, lo, statics, mvec, xt, k0, nbonds, leftward, rows, same_r
         if status != 0:
             return 2 if status < 3 else 3
         new_a = lmat.reshape(dl, d, keep)
-        ahead = statics[i + 1] if i + 1 < nbonds else mvec
+        if i + 1 < nbonds:
+            ahead = numba.carray(_pointer_like(static_table[i + 1, 0], mvec),
+                                 (static_table[i + 1, 1], static_table[i + 1, 2]))
+        else:
+            ahead = mvec
         if i + 1 >= nbonds:
             ahead_rows = rows[:0]
         elif same_rows:
