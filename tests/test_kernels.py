@@ -446,3 +446,18 @@ def test_rescaled_row_multiplies_by_the_reciprocal_except_where_that_differs():
     zero = np.zeros(30)
     got, scale = rescale(zero, True, False)
     assert scale == 0.0 and np.array_equal(got, zero)
+
+
+def test_all_finite_finds_any_non_finite_entry_and_never_overflows():
+    import numpy as np
+
+    from tnborn.kernels import _numba_mps as nm
+
+    all_finite = _compiled(lambda a: nm._all_finite(a))
+    big = np.full((60, 60), 1e308)  # a sum of these overflows; the check must not
+    assert all_finite(big) and all_finite(np.zeros((0, 3)))
+    for bad in (np.inf, -np.inf, np.nan):
+        for at in [(0, 0), (31, 17), (59, 59)]:
+            a = big.copy()
+            a[at] = bad
+            assert not all_finite(a), (bad, at)

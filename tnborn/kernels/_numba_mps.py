@@ -186,10 +186,38 @@ def _absmax_finite(typingctx, x):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _all_finite(a):  # pragma: no cover - compiled
-    for v in a.reshape(-1):
-        if not np.isfinite(v):
-            return False
-    return True
+    """Whether every entry of the C-contiguous ``a`` is finite (:func:`_differences_vanish`)."""
+    return _differences_vanish(a.reshape(-1))
+
+
+@intrinsic
+def _differences_vanish(typingctx, x):
+    """Whether ``sum_i (x[i] - x[i])`` is 0 for a C-contiguous 1-D real array: all entries finite.
+
+    ``v - v`` is 0 for a finite ``v`` and NaN otherwise, so the sum is 0 exactly
+    when every entry is finite; it cannot overflow. Emitted without fast-math
+    flags, which would let the compiler fold ``v - v`` to 0.
+    """
+    if not _contiguous_1d(x):
+        return None
+
+    def codegen(context, builder, signature, args):
+        xt = signature.args[0]
+        elt = context.get_data_type(xt.dtype)
+        vty = ir.VectorType(elt, _LANES)
+        acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * _LANES))
+
+        def body(v):
+            builder.store(builder.fadd(builder.load(acc), builder.fsub(v[0], v[0])), acc)
+
+        _lane_loop(context, builder, [context.make_array(xt)(context, builder, args[0])], elt, body)
+        vacc = builder.load(acc)
+        total = builder.extract_element(vacc, ir.Constant(ir.IntType(32), 0))
+        for k in range(1, _LANES):
+            total = builder.fadd(total, builder.extract_element(vacc, ir.Constant(ir.IntType(32), k)))
+        return builder.fcmp_ordered("==", total, ir.Constant(elt, 0.0))
+
+    return types.boolean(x), codegen
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -664,12 +692,9 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
         Number kept.
     """
     empty = np.empty((0, 0), dtype=a.dtype)
-    unknown = np.full(min(a.shape[0], a.shape[1]), np.nan, dtype=a.dtype)
-    amax = 0.0
-    for v in a.reshape(-1):
-        if not np.isfinite(v):  # (what LAPACK cannot decompose)
-            return 1, empty, empty, unknown, 0
-        amax = max(amax, abs(v))
+    if not _all_finite(a):  # (what LAPACK cannot decompose)
+        return 1, empty, empty, np.full(min(a.shape[0], a.shape[1]), np.nan, dtype=a.dtype), 0
+    amax = _absmax_finite(a.reshape(-1))
     if amax == 0.0:
         return 2, empty, empty, np.zeros(min(a.shape[0], a.shape[1]), dtype=a.dtype), 0
     # gesdd rescales a block whose largest entry is below sqrt(safmin) / eps or above its
@@ -677,7 +702,7 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
     eps = np.finfo(a.dtype).eps
     small = math.sqrt(np.finfo(a.dtype).tiny) / eps
     if amax < small or amax > 1.0 / small:
-        return 1, empty, empty, unknown, 0
+        return 1, empty, empty, np.full(min(a.shape[0], a.shape[1]), np.nan, dtype=a.dtype), 0
     info, s, x, tauq, taup, ub, vbt, work = _bidiagonal_svd(a)
     n = s.shape[0]
     if info != 0:  # did not converge
@@ -826,13 +851,7 @@ def chain_sweep(site_table, lo, static_table, mvec, xt, k0, nbonds, leftward, ro
             starts[j] = first if same_rows else first + j * batch
             stops[j] = starts[j] + batch
         new = block_steps(merged.reshape(dl, d, d, dr), left, right, xt, k, rows, starts, stops, lr)
-        good = False
-        for v in new.reshape(-1):
-            if not np.isfinite(v):
-                return 1
-            if v != 0.0:
-                good = True
-        if not good:
+        if not _all_finite(new) or _absmax_finite(new.reshape(-1)) == 0.0:
             return 1
         status, lmat, rmat, sv, keep = split_block(new.reshape(dl * d, d * dr), cutoff, max_bond, min_bond,
                                                    leftward, stats)
