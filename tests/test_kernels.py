@@ -461,3 +461,28 @@ def test_all_finite_finds_any_non_finite_entry_and_never_overflows():
             a = big.copy()
             a[at] = bad
             assert not all_finite(a), (bad, at)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_update_is_the_update_then_its_dot(dtype):
+    """``m <- beta m + alpha g`` with the squared norm in the same pass: the same bits as the
+    update (in float64, stored in the array's dtype) followed by ``_dot(m, m)``."""
+    import numpy as np
+
+    from tnborn.kernels import _numba_mps as nm
+
+    fused = _compiled(lambda m, g, b, a: nm._update_sumsq(m, g, b, a))
+
+    def two_passes(m, g, beta, alpha):
+        m[:] = (beta * m.astype(np.float64) + alpha * g.astype(np.float64)).astype(m.dtype)
+        return m
+
+    dot = _compiled(lambda x, y: nm._dot(x, y))
+    rng = np.random.default_rng(6)
+    for n in [1, 7, 8, 9, 30, 3600, 3601]:
+        m = rng.standard_normal(n).astype(dtype)
+        g = rng.standard_normal(n).astype(dtype)
+        got = m.copy()
+        sumsq = fused(got, g, 0.998, 2e-5)
+        want = two_passes(m.copy(), g, 0.998, 2e-5)
+        assert np.array_equal(got, want) and sumsq == dot(want, want), n

@@ -78,29 +78,56 @@ def _contiguous_1d(*tys) -> bool:
 
 
 def _lane_loop(context, builder, arrays, elt, body):
-    """Emit ``body(vectors)`` over consecutive 8-element chunks of the 1-D arrays, in order.
+    """Emit ``body(vectors, put)`` over consecutive 8-element chunks of the 1-D arrays, in order.
 
     The last, partial chunk is loaded under a mask (no access past the end),
-    its missing lanes zero.
+    its missing lanes zero. ``put(k, vector)`` writes a chunk back into
+    ``arrays[k]`` (under the same mask).
     """
     n = builder.extract_value(arrays[0].shape, 0)
     vty = ir.VectorType(elt, _LANES)
     size = 4 if elt != ir.DoubleType() else 8
+    i32 = ir.IntType(32)
     lanes = ir.Constant(n.type, _LANES)
     m = builder.sub(n, builder.srem(n, lanes))
+
+    def chunk(a, i):
+        return builder.bitcast(builder.gep(a.data, [i]), vty.as_pointer())
+
     with cgutils.for_range_slice(builder, ir.Constant(n.type, 0), m, lanes) as (i, _):
-        body([builder.load(builder.bitcast(builder.gep(a.data, [i]), vty.as_pointer()), align=size) for a in arrays])
+        body([builder.load(chunk(a, i), align=size) for a in arrays],
+             lambda k, v, i=i: builder.store(v, chunk(arrays[k], i), align=size))
     rem = builder.sub(n, m)
     with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(n.type, 0))):
         i1v = ir.VectorType(ir.IntType(1), _LANES)
         idx = ir.Constant(ir.VectorType(n.type, _LANES), list(range(_LANES)))
-        splat = builder.insert_element(ir.Constant(ir.VectorType(n.type, _LANES), ir.Undefined), rem, ir.Constant(ir.IntType(32), 0))
-        splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [0] * _LANES))
+        splat = builder.insert_element(ir.Constant(ir.VectorType(n.type, _LANES), ir.Undefined), rem,
+                                       ir.Constant(i32, 0))
+        splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
         mask = builder.icmp_signed("<", idx, splat)
-        name = f"llvm.masked.load.v8{'f32' if size == 4 else 'f64'}.p0"
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty.as_pointer(), ir.IntType(32), i1v, vty]), name)
+        sfx = "f32" if size == 4 else "f64"
+        load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty.as_pointer(), i32, i1v, vty]),
+                                              f"llvm.masked.load.v8{sfx}.p0")
+        store = cgutils.get_or_insert_function(builder.module,
+                                               ir.FunctionType(ir.VoidType(), [vty, vty.as_pointer(), i32, i1v]),
+                                               f"llvm.masked.store.v8{sfx}.p0")
         zero = ir.Constant(vty, [0.0] * _LANES)
-        body([builder.call(fn, [builder.bitcast(builder.gep(a.data, [m]), vty.as_pointer()), ir.Constant(ir.IntType(32), size), mask, zero]) for a in arrays])
+        body([builder.call(load, [chunk(a, m), ir.Constant(i32, size), mask, zero]) for a in arrays],
+             lambda k, v: builder.call(store, [v, chunk(arrays[k], m), ir.Constant(i32, size), mask]))
+
+
+def _splat(builder, value, vty):
+    """A vector of ``vty`` with every lane ``value``."""
+    v = builder.insert_element(ir.Constant(vty, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(ir.IntType(32), _LANES), [0] * _LANES))
+
+
+def _pairwise_lanes(builder, vacc):
+    """``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))`` of an eight-lane vector."""
+    s = [builder.extract_element(vacc, ir.Constant(ir.IntType(32), k)) for k in range(_LANES)]
+    left = builder.fadd(builder.fadd(s[0], s[1]), builder.fadd(s[2], s[3]))
+    right = builder.fadd(builder.fadd(s[4], s[5]), builder.fadd(s[6], s[7]))
+    return builder.fadd(left, right)
 
 
 @intrinsic
@@ -126,18 +153,14 @@ def _dot(typingctx, x, y):
         dty = ir.VectorType(dbl, _LANES)
         acc = cgutils.alloca_once_value(builder, ir.Constant(dty, [0.0] * _LANES))
 
-        def body(v):
+        def body(v, put):
             prod = builder.fmul(v[0], v[1])
             if elt != dbl:
                 prod = builder.fpext(prod, dty)
             builder.store(builder.fadd(builder.load(acc), prod), acc)
 
         _lane_loop(context, builder, arrays, elt, body)
-        vacc = builder.load(acc)
-        s = [builder.extract_element(vacc, ir.Constant(ir.IntType(32), k)) for k in range(_LANES)]
-        left = builder.fadd(builder.fadd(s[0], s[1]), builder.fadd(s[2], s[3]))
-        right = builder.fadd(builder.fadd(s[4], s[5]), builder.fadd(s[6], s[7]))
-        return builder.fadd(left, right)
+        return _pairwise_lanes(builder, builder.load(acc))
 
     return types.float64(x, y), codegen
 
@@ -172,7 +195,7 @@ def _absmax_finite(typingctx, x):
         vmax = cgutils.get_or_insert_function(mod, ir.FunctionType(vty, [vty, vty]), f"llvm.maxnum.v8{sfx}")
         acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * _LANES))
 
-        def body(v):
+        def body(v, put):
             builder.store(builder.call(vmax, [builder.load(acc), builder.call(vabs, [v[0]])]), acc)
 
         _lane_loop(context, builder, arrays, elt, body)
@@ -207,7 +230,7 @@ def _differences_vanish(typingctx, x):
         vty = ir.VectorType(elt, _LANES)
         acc = cgutils.alloca_once_value(builder, ir.Constant(vty, [0.0] * _LANES))
 
-        def body(v):
+        def body(v, put):
             builder.store(builder.fadd(builder.load(acc), builder.fsub(v[0], v[0])), acc)
 
         _lane_loop(context, builder, [context.make_array(xt)(context, builder, args[0])], elt, body)
@@ -220,12 +243,46 @@ def _differences_vanish(typingctx, x):
     return types.boolean(x), codegen
 
 
+@intrinsic
+def _update_sumsq(typingctx, m, g, beta, alpha):
+    """``m <- beta m + alpha g`` in place (in float64, stored in ``m``'s dtype); returns ``_dot(m, m)``.
+
+    One pass instead of two, with the same values and the same sum (lanes,
+    order and float32 rounding as :func:`_dot` of the stored ``m``).
+    """
+    if not (_contiguous_1d(m, g) and isinstance(beta, types.Float) and isinstance(alpha, types.Float)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        mt, gt, bt, at = signature.args
+        arrays = [context.make_array(t)(context, builder, v) for t, v in zip((mt, gt), args[:2])]
+        elt = context.get_data_type(mt.dtype)
+        dbl = ir.DoubleType()
+        single = elt != dbl
+        dty = ir.VectorType(dbl, _LANES)
+        vb = _splat(builder, context.cast(builder, args[2], bt, types.float64), dty)
+        va = _splat(builder, context.cast(builder, args[3], at, types.float64), dty)
+        acc = cgutils.alloca_once_value(builder, ir.Constant(dty, [0.0] * _LANES))
+
+        def body(v, put):
+            vm, vg = (builder.fpext(x, dty) for x in v) if single else v
+            new = builder.fadd(builder.fmul(vb, vm), builder.fmul(va, vg))
+            if single:
+                new = builder.fptrunc(new, ir.VectorType(elt, _LANES))
+            put(0, new)
+            sq = builder.fmul(new, new)
+            builder.store(builder.fadd(builder.load(acc), builder.fpext(sq, dty) if single else sq), acc)
+
+        _lane_loop(context, builder, arrays, elt, body)
+        return _pairwise_lanes(builder, builder.load(acc))
+
+    return types.float64(m, g, beta, alpha), codegen
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _step_normalised(mf, gf, beta, alpha):  # pragma: no cover - compiled
     """``M <- beta M + alpha G`` then ``M <- M / ||M||``, in place on the flat arrays."""
-    for i in range(mf.shape[0]):
-        mf[i] = beta * mf[i] + alpha * gf[i]
-    inv = 1.0 / math.sqrt(_dot(mf, mf))
+    inv = 1.0 / math.sqrt(_update_sumsq(mf, gf, beta, alpha))
     for i in range(mf.shape[0]):
         mf[i] *= inv
 
