@@ -410,42 +410,43 @@ def test_absmax_finite_is_the_largest_magnitude(dtype):
             assert absmax(np.abs(z)) == 10.0
 
 
-def test_rescaled_row_multiplies_by_the_reciprocal_except_where_that_differs():
+@pytest.mark.parametrize("din", [1, 2, 10])
+def test_message_rows_are_rescaled_by_the_reciprocal_except_where_that_differs(din):
     """Within one rounding of the quotient for an ordinary maximum; the quotient itself for a
-    subnormal maximum (whose reciprocal overflows) and when asked to divide; infinite and NaN
-    rows as torch's division leaves them; a zero row copied."""
+    subnormal maximum (whose reciprocal overflows) and for a chain's end site (din = 1, where the
+    plain path divides); infinite and NaN rows as torch's division leaves them; a zero row as it
+    is. din = 2 takes the kernel's small-site path, din = 10 its grouped path."""
     import numpy as np
 
     from tnborn.kernels import _numba_mps as nm
 
-    def run(src, finite, divide):
-        dst = np.empty_like(src)
-        scale = nm._rescaled_row(src, dst, finite, divide)
-        return dst, scale
-
-    rescale = _compiled(run)
+    message = _compiled(lambda vec, a, vals: nm._message_scaled(vec, a, vals, vec, np.empty(0, dtype=np.int64)))
     rng = np.random.default_rng(5)
     x = rng.standard_normal(30)
-    out, scale = rescale(x, True, False)
-    quotient = x / np.abs(x).max()
-    assert scale == np.abs(x).max()
-    assert np.all(np.abs(out - quotient) <= np.finfo(np.float64).eps * np.abs(quotient))
-    assert torch.equal(torch.from_numpy(rescale(x, True, True)[0]), torch.from_numpy(quotient))
-    tiny = x * 1e-310  # subnormal maximum: 1 / max overflows, so it divides
-    with np.errstate(over="ignore", invalid="ignore"):
+    rows = [x, x * 1e-310, x.copy(), x.copy(), np.zeros(30)]
+    rows[2][3] = -np.inf
+    rows[3][4] = np.nan
+    assert (din * 30 <= nm.SMALL_MESSAGE) == (din < 10)
+    n = 2 * len(rows)
+    vals = np.arange(n) % 2  # every row of both physical values
+    a = rng.standard_normal((din, 2, 30))
+    vec = np.zeros((n, din))
+    vec[:, 0] = 1.0  # y[b] = a[0, vals[b], :]
+    for b in range(n):
+        a[0, vals[b], :] = rows[b // 2]
+        got, scales = message(vec, a, vals)
+        row = rows[b // 2]
+        with np.errstate(over="ignore", invalid="ignore"):
+            quotient = row / np.abs(row).max() if np.abs(row).max() > 0 else row
+        if b // 2 == 0 and din > 1:  # ordinary: the reciprocal, within one rounding
+            assert scales[b] == np.abs(row).max()
+            assert np.all(np.abs(got[b] - quotient) <= np.finfo(np.float64).eps * np.abs(quotient))
+        else:
+            assert np.array_equal(got[b], quotient, equal_nan=True), (din, b)
+        assert np.array_equal(scales[b], np.abs(row).max(), equal_nan=True)
+    tiny = rows[1]
+    with np.errstate(over="ignore"):
         assert np.abs(tiny).max() < np.finfo(np.float64).tiny and np.isinf(1.0 / np.abs(tiny).max())
-        assert np.array_equal(rescale(tiny, True, False)[0], tiny / np.abs(tiny).max())
-        inf = x.copy()
-        inf[3] = -np.inf
-        got, scale = rescale(inf, False, False)
-        assert scale == np.inf and np.array_equal(got, inf / np.inf, equal_nan=True)
-    nan = x.copy()
-    nan[4] = np.nan
-    got, scale = rescale(nan, False, False)
-    assert np.isnan(scale) and np.array_equal(got, nan, equal_nan=True)
-    zero = np.zeros(30)
-    got, scale = rescale(zero, True, False)
-    assert scale == 0.0 and np.array_equal(got, zero)
 
 
 def test_all_finite_finds_any_non_finite_entry_and_never_overflows():

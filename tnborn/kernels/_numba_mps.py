@@ -421,40 +421,8 @@ def _message_vals(vec, log, a, vals):  # pragma: no cover - compiled
     return y, lo
 
 
-#: Smallest normal float64: a row maximum below it is divided by (its reciprocal would overflow).
+#: Smallest normal float64: a row maximum below it is divided by (its reciprocal may overflow).
 _TINY = float(np.finfo(np.float64).tiny)
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _rescaled_row(src, dst, finite, divide):  # pragma: no cover - compiled
-    """``dst = src / max|src|`` (a zero or NaN row copied as it is); returns ``max|src|``.
-
-    ``finite``: ``src`` holds only finite values (else the maximum is the
-    NaN-aware one, like torch's ``amax``). Unless ``divide``, the division is
-    a multiplication by the reciprocal (within one rounding of the quotient;
-    the same values as the quotient for an infinite maximum: zeros, and NaN for
-    an infinite entry), except for a subnormal maximum.
-    """
-    dout = src.shape[0]
-    if finite:
-        scale = _absmax_finite(src)
-    else:
-        scale = 0.0
-        for c in range(dout):
-            av = abs(src[c])
-            if av > scale or av != av:  # NaN propagates like torch's amax
-                scale = av
-    if scale >= _TINY and not divide:
-        inv = 1.0 / scale
-        for c in range(dout):
-            dst[c] = src[c] * inv
-    elif scale > 0:
-        for c in range(dout):
-            dst[c] = src[c] / scale
-    else:
-        for c in range(dout):
-            dst[c] = src[c]
-    return scale
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -469,8 +437,7 @@ def _message_scaled(vec, a, vals, ahead, ahead_rows):  # pragma: no cover - comp
     value, ``vec @ a.reshape(Din, d * Dout)``, and pick each row's block:
     ``d`` times the flops, but no gather or scatter, which cost more there.
     Larger ones gather the rows of each value, take one product per value, and
-    write the output rows in order, each rescaled as it is read back
-    (:func:`_rescaled_row`).
+    write the output rows in order, each rescaled as it is read back.
 
     Returns
     -------
@@ -484,24 +451,17 @@ def _message_scaled(vec, a, vals, ahead, ahead_rows):  # pragma: no cover - comp
     dout = a.shape[2]
     y = np.empty((n, dout), dtype=a.dtype)
     scales = np.empty(n)
-    nahead = ahead_rows.shape[0]
-    # a message out of a chain's end (din = 1) is the plain path's normalise_rows (a division) there
-    divide = din == 1
+    pos = np.empty(n, dtype=np.int64)  # output row b is row pos[b] of the products
     if din * dout <= SMALL_MESSAGE:
-        every = vec @ np.ascontiguousarray(a).reshape(din, d * dout)
-        finite = np.isfinite(_sum(every.reshape(-1)))  # else the rows take the NaN-aware maximum
+        products = (vec @ np.ascontiguousarray(a).reshape(din, d * dout)).reshape(n * d, dout)
         for b in range(n):
-            if b < nahead:
-                _prefetch_row(ahead, ahead_rows[b])
-            off = vals[b] * dout
-            scales[b] = _rescaled_row(every[b, off:off + dout], y[b], finite, divide)
+            pos[b] = b * d + vals[b]
     else:
-        # rows of value s go to rows start_s .. of the products, then each output row is
+        # the rows of value s go to rows start_s .. of the products; the output rows are then
         # read back from there in order (writes in order: the fresh output is not in cache)
         idx = np.empty(2 * n, dtype=np.int64)
-        pos = np.empty(n, dtype=np.int64)
         buf = np.empty((n, din), dtype=a.dtype)
-        res = np.empty((n, dout), dtype=a.dtype)
+        products = np.empty((n, dout), dtype=a.dtype)
         start = 0
         for s in range(d):
             cnt = 0
@@ -515,13 +475,36 @@ def _message_scaled(vec, a, vals, ahead, ahead_rows):  # pragma: no cover - comp
                 pos[bj] = j
                 for c in range(din):
                     buf[j, c] = vec[bj, c]
-            np.dot(buf[start:start + cnt], np.ascontiguousarray(a[:, s, :]), res[start:start + cnt])
+            np.dot(buf[start:start + cnt], np.ascontiguousarray(a[:, s, :]), products[start:start + cnt])
             start += cnt
-        finite = np.isfinite(_sum(res.reshape(-1)))  # else the rows take the NaN-aware maximum
-        for b in range(n):
-            if b < nahead:
-                _prefetch_row(ahead, ahead_rows[b])
-            scales[b] = _rescaled_row(res[pos[b]], y[b], finite, divide)
+    # each row divided by its largest magnitude: a multiplication by the reciprocal (within one
+    # rounding of the quotient; the quotient's values for an infinite maximum: zeros, and NaN for
+    # an infinite entry), a division for a subnormal maximum (whose reciprocal overflows) and for a
+    # message out of a chain's end site (din = 1: the plain path's normalise_rows, a division);
+    # a zero or NaN row stays as it is. (The code is inline: a call per row with array arguments
+    # costs more than the row, in numba's reference counting.)
+    divide = din == 1
+    nahead = ahead_rows.shape[0]
+    for b in range(n):
+        if b < nahead:
+            _prefetch_row(ahead, ahead_rows[b])
+        src = products[pos[b]]
+        dst = y[b]
+        scale = 0.0  # (scalar code: measured as fast as a vector maximum on these short rows)
+        for c in range(dout):
+            v = src[c]
+            dst[c] = v
+            av = abs(v)
+            if av > scale or av != av:  # NaN propagates like torch's amax
+                scale = av
+        scales[b] = scale
+        if scale >= _TINY and not divide:
+            inv = 1.0 / scale
+            for c in range(dout):
+                dst[c] *= inv
+        elif scale > 0:
+            for c in range(dout):
+                dst[c] /= scale
     return y, scales
 
 
