@@ -455,8 +455,10 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     new_sites = {k: torch.from_numpy(site_list[k - lo]) for k in touched} if done else {}
     # each message's log-scales: the incoming ones plus the log of each scale, summed
     # in the order of the per-update path (log_k = log_{k-1} + log(scale_k))
+    logs = torch.empty((done + 1, n), dtype=mlog.dtype)
+    logs[0] = mlog.reshape(-1).cpu()
     with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf and NaN stay, as in torch
-        log_scales = torch.from_numpy(np.log(scales[:done])).to(mlog.dtype)  # (numpy's log: the faster one here)
-    logs = torch.cumsum(torch.cat([mlog.reshape(1, -1).cpu(), log_scales]), dim=0)[1:].unbind(0)
+        np.log(scales[:done], out=logs[1:].numpy(), casting="same_kind")  # (numpy's log: the faster one here)
+    logs = logs.cumsum_(0)[1:].unbind(0)
     messages = [(torch.from_numpy(out_vecs[i]), logs[i]) for i in range(done)]
     return ChainRun(done, _STATUS[int(code)], new_sites, messages, info[:done, :3])

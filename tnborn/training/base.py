@@ -103,12 +103,17 @@ class BatchStream:
             self.pointer += k
             count -= k
         if count > 0:  # whole new epochs, drawn one after another as _refill draws them
-            perms = [torch.randperm(n, generator=self.generator) for _ in range(-(-count // n))]
-            self.perm, self.pointer = perms[-1], count - n * (len(perms) - 1)
-            out += perms[:-1] + [perms[-1][: self.pointer]]
-        if not out:
-            return torch.empty(0, dtype=torch.int64)
-        return torch.cat(out) if len(out) > 1 else out[0]
+            epochs = -(-count // n)
+            done = out[0].shape[0] if out else 0
+            rows = torch.empty(done + count, dtype=torch.int64)
+            if out:
+                rows[:done] = out[0]
+            for i in range(epochs - 1):  # drawn in place: the values randperm's own tensors would hold
+                torch.randperm(n, generator=self.generator, out=rows[done + i * n : done + (i + 1) * n])
+            self.perm, self.pointer = torch.randperm(n, generator=self.generator), count - n * (epochs - 1)
+            rows[done + n * (epochs - 1) :] = self.perm[: self.pointer]
+            return rows
+        return out[0] if out else torch.empty(0, dtype=torch.int64)
 
     def next_batch(self, n: int, batch_size: int | None) -> torch.Tensor:
         """Rows of the next mini-batch of an epoch (the last one of an epoch may be smaller).
