@@ -452,7 +452,8 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     del site_arrays, static_arrays  # (alive until here)
     done = int(progress[0])
     touched = range(first_bond - done + 1, first_bond + 2) if leftward else range(first_bond, first_bond + done + 1)
-    new_sites = {k: torch.from_numpy(site_list[k - lo]) for k in touched} if done else {}
+    new_sites = {k: torch.from_numpy(a) for k, a in
+                 zip(touched, kern.python_list(site_list, touched[0] - lo, touched[-1] + 1 - lo))} if done else {}
     # each message's log-scales: the incoming ones plus the log of each scale, summed
     # in the order of the per-update path (log_k = log_{k-1} + log(scale_k))
     logs = torch.empty((done + 1, n), dtype=mlog.dtype)
@@ -460,5 +461,6 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     with np.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf and NaN stay, as in torch
         np.log(scales[:done], out=logs[1:].numpy(), casting="same_kind")  # (numpy's log: the faster one here)
     logs = logs.cumsum_(0)[1:].unbind(0)
-    messages = [(torch.from_numpy(out_vecs[i]), logs[i]) for i in range(done)]
+    messages = [(torch.from_numpy(v), logs[i]) for i, v in enumerate(kern.python_list(out_vecs, 0, done))] if done \
+        else []
     return ChainRun(done, _STATUS[int(code)], new_sites, messages, info[:done, :3])

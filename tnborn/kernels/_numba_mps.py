@@ -786,6 +786,19 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def python_list(arrays, start, stop):  # pragma: no cover - compiled
+    """``arrays[start:stop]`` of a typed list (``start < stop``) as a Python list.
+
+    One call boxes them all, where an item read from Python costs a
+    compiled call each (measured 2.4 -> 1.1 us per array with ``torch.from_numpy``).
+    """
+    out = [arrays[start]]
+    for i in range(start + 1, stop):
+        out.append(arrays[i])
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def chain_sweep(site_table, lo, static_table, mvec, xt, k0, nbonds, leftward, rows, same_rows, batch, nsteps,
                 lr, cutoff, max_bond, min_bond, max_work, max_split, sites, out_vecs, out_scales, info,
                 progress):  # pragma: no cover - compiled
