@@ -509,12 +509,12 @@ def _message_scaled(vec, a, vals, ahead, ahead_rows):  # pragma: no cover - comp
 
 
 # ------------------------------------------------------------------ LAPACK
-# The SVD split calls LAPACK's steps of ``gesdd`` itself (``gebrd``, ``bdsdc``,
-# ``ormbr``), so that only the kept singular vectors are transformed back. The
-# routines are scipy's (the LAPACK numba's own ``np.linalg`` uses); each process
+# The SVD split calls LAPACK's steps of ``gesdd`` itself (``gebrd``, ``bdsdc``),
+# then transforms only the kept singular vectors back (``gesdd``'s ``ormbr`` step,
+# here :func:`_apply_q` and :func:`_apply_p`). The routines are scipy's (the LAPACK numba's own ``np.linalg`` uses); each process
 # registers their addresses under fixed symbol names, which compiled code calls by
 # name, so the compiled functions stay cacheable.
-_LAPACK = ("dgebrd", "sgebrd", "dbdsdc", "sbdsdc", "dormbr", "sormbr")
+_LAPACK = ("dgebrd", "sgebrd", "dbdsdc", "sbdsdc")
 for _name in _LAPACK:
     llvm.add_symbol("tnborn_lapack_" + _name, get_cython_function_address("scipy.linalg.cython_lapack", _name))
 
@@ -546,7 +546,6 @@ def _lapack(name: str):
 
 _dgebrd, _sgebrd = _lapack("dgebrd"), _lapack("sgebrd")
 _dbdsdc, _sbdsdc = _lapack("dbdsdc"), _lapack("sbdsdc")
-_dormbr, _sormbr = _lapack("dormbr"), _lapack("sormbr")
 
 
 @intrinsic
@@ -590,8 +589,8 @@ def _prefetch_row(typingctx, arr, row):
 
 
 #: LAPACK's character arguments, one byte each (sliced, never copied).
-_CHARS = np.frombuffer(b"UIQPLN", dtype=np.uint8)
-_U, _I, _Q, _P, _L, _N = range(6)
+_CHARS = np.frombuffer(b"UI", dtype=np.uint8)
+_U, _I = range(2)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -612,8 +611,6 @@ def _bidiagonal_svd(a):  # pragma: no cover - compiled
     x, tauq, taup, ub, vbt : ndarray
         The reflectors of ``Q`` and ``P`` (F-order ``x`` and its scalars) and
         the F-order ``(q, q)`` singular vectors of ``B``.
-    work : ndarray
-        Workspace, large enough for :func:`_kept_vectors`.
     """
     m, n = a.shape
     f64 = a.itemsize == 8
@@ -645,18 +642,64 @@ def _bidiagonal_svd(a):  # pragma: no cover - compiled
         _dbdsdc(args2)
     else:
         _sbdsdc(args2)
-    return int(info[0]), d, x, tauq, taup, ub, vbt, work
+    return int(info[0]), d, x, tauq, taup, ub, vbt
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _kept_vectors(m, n, keep, x, tauq, taup, ub, vbt, work):  # pragma: no cover - compiled
+def _apply_q(x, p, q, tauq, c, keep):  # pragma: no cover - compiled
+    """``C <- Q C`` for the F-order ``(p, keep)`` buffer ``c``; ``Q = H(1) ... H(q)`` of ``gebrd``.
+
+    ``H(i) = I - tau_i v v^T`` with ``v = e_i + X[i+1:p, i]`` (the F-order ``x``),
+    applied last to first, one column of ``C`` at a time (:func:`_dot` and an
+    update of the column's tail): ``ormbr``'s result to rounding, without its
+    blocked machinery, which costs more than the arithmetic at these sizes.
+    """
+    for i in range(q - 1, -1, -1):
+        tau = tauq[i]
+        if tau == 0.0:
+            continue
+        v = x[i * p + i + 1:i * p + p]
+        for j in range(keep):
+            tail = c[j * p + i + 1:j * p + p]
+            w = (c[j * p + i] + _dot(v, tail)) * tau
+            c[j * p + i] -= w
+            for r in range(v.shape[0]):
+                tail[r] -= w * v[r]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _apply_p(x, p, q, taup, c, keep):  # pragma: no cover - compiled
+    """``C <- P C`` for the F-order ``(q, keep)`` buffer ``c``; ``P = G(1) ... G(q-1)`` of ``gebrd``.
+
+    ``G(i) = I - tau_i u u^T`` with ``u = e_{i+1} + X[i, i+2:q]`` (a row of the
+    F-order ``x``, copied to be contiguous), applied last to first as in :func:`_apply_q`.
+    """
+    u = np.empty(q, dtype=x.dtype)
+    for i in range(q - 2, -1, -1):
+        tau = taup[i]
+        if tau == 0.0:
+            continue
+        nu = q - i - 2
+        for r in range(nu):
+            u[r] = x[(i + 2 + r) * p + i]
+        ut = u[:nu]
+        for j in range(keep):
+            tail = c[j * q + i + 2:j * q + q]
+            w = (c[j * q + i + 1] + _dot(ut, tail)) * tau
+            c[j * q + i + 1] -= w
+            for r in range(nu):
+                tail[r] -= w * ut[r]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _kept_vectors(m, n, keep, x, tauq, taup, ub, vbt):  # pragma: no cover - compiled
     """The ``keep`` leading singular vectors of :func:`_bidiagonal_svd`'s block.
 
     Only these columns of ``Ub`` and ``Vb`` are transformed back by ``Q`` and
-    ``P`` (``ormbr``). Returns ``u`` ``(m, keep)`` and ``vt`` ``(keep, n)``, C-contiguous.
+    ``P`` (:func:`_apply_q`, :func:`_apply_p`). Returns ``u`` ``(m, keep)`` and
+    ``vt`` ``(keep, n)``, C-contiguous.
     """
     p, q = (n, m) if n >= m else (m, n)
-    f64 = x.itemsize == 8
     c1 = np.zeros(p * keep, dtype=x.dtype)  # F (p, keep): [Ub[:, :keep]; 0], to become Q Ub
     for j in range(keep):
         for i in range(q):
@@ -665,18 +708,8 @@ def _kept_vectors(m, n, keep, x, tauq, taup, ub, vbt, work):  # pragma: no cover
     for j in range(keep):
         for i in range(q):
             c2[j * q + i] = vbt[i * q + j]
-    ints = np.empty(5, dtype=np.int32)
-    ints[0], ints[1], ints[2], ints[3], ints[4] = p, q, keep, work.shape[0], 0
-    ip, iq, ikeep, ilwork, info = ints[0:1], ints[1:2], ints[2:3], ints[3:4], ints[4:5]
-    c = _CHARS
-    args1 = (c[_Q:_Q + 1], c[_L:_L + 1], c[_N:_N + 1], ip, ikeep, iq, x, ip, tauq, c1, ip, work, ilwork, info)
-    args2 = (c[_P:_P + 1], c[_L:_L + 1], c[_N:_N + 1], iq, ikeep, ip, x, ip, taup, c2, iq, work, ilwork, info)
-    if f64:
-        _dormbr(args1)
-        _dormbr(args2)
-    else:
-        _sormbr(args1)
-        _sormbr(args2)
+    _apply_q(x, p, q, tauq, c1, keep)
+    _apply_p(x, p, q, taup, c2, keep)
     u = np.empty((m, keep), dtype=x.dtype)
     if n >= m:  # a = X^T = (P Vb) S (Q Ub)^T
         for i in range(m):
@@ -743,7 +776,7 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
     small = math.sqrt(np.finfo(a.dtype).tiny) / eps
     if amax < small or amax > 1.0 / small:
         return 1, empty, empty, np.full(min(a.shape[0], a.shape[1]), np.nan, dtype=a.dtype), 0
-    info, s, x, tauq, taup, ub, vbt, work = _bidiagonal_svd(a)
+    info, s, x, tauq, taup, ub, vbt = _bidiagonal_svd(a)
     n = s.shape[0]
     if info != 0:  # did not converge
         return 1, empty, empty, s, 0
@@ -770,7 +803,7 @@ def split_block(a, cutoff, max_bond, min_bond, s_left, stats):  # pragma: no cov
     stats[0] = s[keep] / s[0] if keep < n else 0.0  # largest discarded, relative
     stats[1] = disc2 / total if total > 0 else 0.0  # discarded weight
     nrm = math.sqrt(nrm2)
-    left, right = _kept_vectors(a.shape[0], a.shape[1], keep, x, tauq, taup, ub, vbt, work)
+    left, right = _kept_vectors(a.shape[0], a.shape[1], keep, x, tauq, taup, ub, vbt)
     if s_left:
         for i in range(left.shape[0]):
             for j in range(keep):
