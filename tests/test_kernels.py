@@ -410,26 +410,27 @@ def test_absmax_finite_is_the_largest_magnitude(dtype):
             assert absmax(np.abs(z)) == 10.0
 
 
-@pytest.mark.parametrize("din", [1, 2, 10])
-def test_message_rows_are_rescaled_by_the_reciprocal_except_where_that_differs(din):
+@pytest.mark.parametrize("din, dout", [(1, 30), (2, 30), (10, 30), (10, 64)])
+def test_message_rows_are_rescaled_by_the_reciprocal_except_where_that_differs(din, dout):
     """Within one rounding of the quotient for an ordinary maximum; the quotient itself for a
     subnormal maximum (whose reciprocal overflows) and for a chain's end site (din = 1, where the
     plain path divides); infinite and NaN rows as torch's division leaves them; a zero row as it
-    is. din = 2 takes the kernel's small-site path, din = 10 its grouped path."""
+    is. din = 2 takes the kernel's small-site path, din = 10 its grouped path (rows of 64: the
+    vector maximum where the group's values are finite)."""
     import numpy as np
 
     from tnborn.kernels import _numba_mps as nm
 
     message = _compiled(lambda vec, a, vals: nm._message_scaled(vec, a, vals, vec, np.empty(0, dtype=np.int64)))
     rng = np.random.default_rng(5)
-    x = rng.standard_normal(30)
-    rows = [x, x * 1e-310, x.copy(), x.copy(), np.zeros(30)]
+    x = rng.standard_normal(dout)
+    rows = [x, x * 1e-310, x.copy(), x.copy(), np.zeros(dout)]
     rows[2][3] = -np.inf
     rows[3][4] = np.nan
-    assert (din * 30 <= nm.SMALL_MESSAGE) == (din < 10)
+    assert (din * dout <= nm.SMALL_MESSAGE) == (din < 10) and (dout >= nm._VECTOR_ROW) == (dout == 64)
     n = 2 * len(rows)
     vals = np.arange(n) % 2  # every row of both physical values
-    a = rng.standard_normal((din, 2, 30))
+    a = rng.standard_normal((din, 2, dout))
     vec = np.zeros((n, din))
     vec[:, 0] = 1.0  # y[b] = a[0, vals[b], :]
     for b in range(n):

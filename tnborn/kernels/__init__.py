@@ -279,10 +279,10 @@ def split_matrix(a: torch.Tensor, cutoff: float, max_bond: int | None, min_bond:
                  method: str):
     """Truncated SVD split of a real CPU block in one compiled call; ``None`` if not applicable.
 
-    The decomposition of LAPACK's ``gesdd`` (its steps ``gebrd``, ``bdsdc``
-    and ``ormbr``, called directly so that only the kept singular vectors are
-    transformed back; the sign of a singular pair may differ from torch's),
-    truncation rule
+    The decomposition of LAPACK's ``gesdd`` (its steps ``gebrd`` and
+    ``bdsdc`` called directly, then only the kept singular vectors transformed
+    back, by the kernel's own reflector loops in place of ``ormbr``; the sign
+    of a singular pair may differ from torch's), truncation rule
     (:func:`tnborn.primitives.truncation_rank`) and absorption of the kept
     singular values (unit 2-norm) as ``MPSBornMachine.split``'s plain path,
     which runs instead (and raises the precise errors) whenever this returns
