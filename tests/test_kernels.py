@@ -488,3 +488,24 @@ def test_fused_update_is_the_update_then_its_dot(dtype):
         sumsq = fused(got, g, 0.998, 2e-5)
         want = two_passes(m.copy(), g, 0.998, 2e-5)
         assert np.array_equal(got, want) and sumsq == dot(want, want), n
+
+
+def test_kernels_that_do_not_compile_here_leave_the_plain_path_with_a_warning(monkeypatch):
+    """A numba whose LLVM cannot lower the kernels' explicit loops (or computes them wrong)
+    switches the kernels off once, with a warning, instead of failing mid-training."""
+    from tnborn.kernels import _numba_mps as nm
+
+    def fails(x):
+        raise RuntimeError("Intrinsic name not mangled correctly for type arguments!")
+
+    for broken in (fails, lambda x: (385.0, 10.0, True, 384.0)):
+        monkeypatch.setattr(nm, "probe", broken)
+        monkeypatch.setattr(kernels, "_numba", None)
+        with pytest.warns(RuntimeWarning, match="plain torch path runs instead"):
+            assert not kernels.available()
+        assert not kernels.available()  # decided once
+        block = torch.rand(2, 2, 2, 2, dtype=torch.float64)
+        assert kernels.split_matrix(block.reshape(4, 4), 0.0, None, 1, True, "svd") is None
+    monkeypatch.undo()
+    monkeypatch.setattr(kernels, "_numba", None)
+    assert kernels.available()

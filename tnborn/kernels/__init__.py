@@ -26,6 +26,7 @@ summed in another order), so results agree to rounding; the tests check it.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,8 +117,27 @@ def _kernels():
         except ImportError:  # numba missing or broken: the plain path runs
             _numba = False
         else:
-            _numba = _numba_mps
+            _numba = _numba_mps if _compiles(_numba_mps) else False
     return _numba or None
+
+
+def _compiles(module: Any) -> bool:
+    """Whether the kernels' explicit LLVM loops compile and compute right here (float64 and float32).
+
+    Their intrinsic names depend on the LLVM version behind numba; a numba that
+    cannot lower them gets a warning once and the plain torch path, never a
+    failure in the middle of training.
+    """
+    try:
+        for dtype in (np.float64, np.float32):
+            got = tuple(module.probe(np.arange(1.0, 11.0, dtype=dtype)))
+            if got != (385.0, 10.0, True, 385.0):
+                raise ArithmeticError(f"probe gave {got}, expected (385.0, 10.0, True, 385.0)")
+    except Exception as exc:  # noqa: BLE001 - any failure means: do not use the kernels
+        warnings.warn(f"tnborn's numba kernels do not work with this numba/llvmlite ({type(exc).__name__}: "
+                      f"{exc}); the plain torch path runs instead", RuntimeWarning, stacklevel=3)
+        return False
+    return True
 
 
 def _use(work: int, tensors: tuple[torch.Tensor, ...], limit: int | None = None):

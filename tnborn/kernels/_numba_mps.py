@@ -280,6 +280,20 @@ def _update_sumsq(typingctx, m, g, beta, alpha):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def probe(x):  # pragma: no cover - compiled
+    """Every explicit-IR loop of this module once, on ``x = 1, 2, ..., 10`` (1-D, C-contiguous).
+
+    Returns ``(x . x, max|x|, all finite, |x|^2 after the fused update)``, i.e.
+    ``(385, 10, True, 385)``. :func:`tnborn.kernels.available` runs it before any
+    kernel is used: a numba whose LLVM cannot lower these loops (intrinsic names
+    differ across LLVM versions) fails here, and the plain path runs instead.
+    """
+    y = x.copy()
+    _prefetch_row(x.reshape(1, -1), 0)
+    return _dot(x, y), _absmax_finite(x), _differences_vanish(x), _update_sumsq(y, x, 0.5, 0.5)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _step_normalised(mf, gf, beta, alpha):  # pragma: no cover - compiled
     """``M <- beta M + alpha G`` then ``M <- M / ||M||``, in place on the flat arrays."""
     inv = 1.0 / math.sqrt(_update_sumsq(mf, gf, beta, alpha))
