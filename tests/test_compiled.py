@@ -385,3 +385,24 @@ def test_chain_runs_are_read_off_the_schedule():
     long = [(k, k + 1) for k in range(2 * compiled.CHUNK_BONDS)]
     assert compiled._run_of_bonds(long, 0) == (False, 0, compiled.CHUNK_BONDS)
     assert sweep.compiled_updates is compiled.compiled_updates
+
+
+def test_chain_updates_refuses_inputs_of_another_dtype():
+    """The kernel reads its inputs by address as one dtype: a site, an environment or the moving
+    vectors of another dtype (or shape) is refused before anything is read."""
+    kernels.set_kernels("numba")
+    model = _positive_mps((2,) * (NUM - 1), seed=3)
+    x = _data(9, seed=1)
+    sites = {k: model.site_array(k).contiguous() for k in (3, 4)}
+    n = x.shape[0]
+    ones = (torch.ones((n, 2), dtype=torch.float64), torch.zeros(n, dtype=torch.float64))
+    cols = x.t().contiguous()
+    args = dict(x_columns=cols, first_bond=3, leftward=True, rows=None, batch=n, steps=1, lr=0.01,
+                cutoff=0.0, max_bond=None, min_bond=1)
+    floats = {k: a.float() for k, a in sites.items()}
+    for s, statics, moving in [(sites, [(ones[0].float(), ones[1])], ones),  # an environment
+                               (sites, [ones], (ones[0].float(), ones[1])),  # the moving vectors
+                               (floats, [ones], ones),  # the sites
+                               (sites, [(ones[0][:, :, None], ones[1])], ones)]:  # a shape
+        with pytest.raises(ValueError, match="chain kernel input"):
+            kernels.chain_updates(s, statics, moving, **args)

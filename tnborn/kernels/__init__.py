@@ -164,12 +164,19 @@ def _contiguous(t: torch.Tensor) -> np.ndarray:
     return t.numpy() if t.is_contiguous() and not t.requires_grad else np.ascontiguousarray(_array(t))
 
 
-def _address_table(tensors: list[torch.Tensor], ndim: int) -> tuple[list[torch.Tensor], np.ndarray]:
+def _address_table(tensors: list[torch.Tensor], ndim: int,
+                   dtype: torch.dtype) -> tuple[list[torch.Tensor], np.ndarray]:
     """C-contiguous CPU tensors (copies only where needed) and their table of address and shape.
 
     The table's rows are ``(address, *shape)`` (int64); the returned tensors
-    must stay alive while anything reads the table's addresses.
+    must stay alive while anything reads the table's addresses. The kernel reads
+    the memory as ``dtype``: every tensor must be a CPU tensor of that dtype
+    with ``ndim`` dimensions (``ValueError`` otherwise).
     """
+    for t in tensors:
+        if t.dtype != dtype or t.device.type != "cpu" or t.dim() != ndim:
+            raise ValueError(f"chain kernel input: expected {ndim}-D {dtype} CPU tensors, got {t.dim()}-D "
+                             f"{t.dtype} on {t.device}")
     held = [t if t.is_contiguous() and not t.requires_grad else t.detach().contiguous() for t in tensors]
     table = np.array([(t.data_ptr(), *t.shape) for t in held], dtype=np.int64).reshape(-1, 1 + ndim)
     return held, table
@@ -450,8 +457,8 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     hi = max(sites)
     real = types.float64 if sites[lo].dtype == torch.float64 else types.float32
     # the inputs go by address (the kernel views them): these keep them alive and C-contiguous
-    site_arrays, site_table = _address_table([sites[k] for k in range(lo, hi + 1)], 3)
-    static_arrays, static_table = _address_table([vec for vec, _ in statics], 2)
+    site_arrays, site_table = _address_table([sites[k] for k in range(lo, hi + 1)], 3, sites[lo].dtype)
+    static_arrays, static_table = _address_table([vec for vec, _ in statics], 2, sites[lo].dtype)
     site_list = typed.List.empty_list(types.Array(real, 3, "C"))
     out_vecs = typed.List.empty_list(types.Array(real, 2, "C"))
     n = x_columns.shape[1]
@@ -464,6 +471,7 @@ def chain_updates(sites: dict[int, torch.Tensor], statics: list, moving: tuple[t
     max_work = NUMBA_MAX_WORK if choice == "auto" else np.iinfo(np.int64).max
     max_split = SPLIT_MAX_SIZE if choice == "auto" else np.iinfo(np.int64).max
     mvec, mlog = moving
+    _address_table([mvec], 2, sites[lo].dtype)  # (the kernel reads every input as the moving vectors' dtype)
     code = kern.chain_sweep(site_table, lo, static_table, np.ascontiguousarray(_array(mvec)),
                             np.ascontiguousarray(_array(x_columns)),
                             int(first_bond), nbonds, bool(leftward), r, same, int(batch), int(steps),
