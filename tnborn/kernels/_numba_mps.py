@@ -22,7 +22,9 @@ the same operations in a different grouping:
   :func:`block_steps`, :func:`split_block`, the message of the site left behind).
 
 All kernels live in this one module on purpose: numba's cache of a compiled
-function is invalidated by edits to its own file, not to a callee's file.
+function is invalidated by edits to its own file, not to a callee's file (nor
+to an intrinsic's, whose code is compiled into each caller); a callee moved to
+another module was tested stale.
 
 The inner loops run over the last (contiguous) axis. Dot products and row
 maxima go through :func:`_dot` and :func:`_absmax_finite`, explicit eight-lane
@@ -61,13 +63,12 @@ __all__: list[str] = []  # private module
 SMALL_MESSAGE = 256
 
 
-#: Floating-point flags of the reductions whose result does not depend on the
-#: order of the terms (a finiteness check, a maximum): reassociation only, no
-#: assumptions about NaN or infinity, so they vectorise.
+#: Floating-point flags of :func:`_sum`, whose result is only tested for
+#: finiteness: reassociation only, no assumptions about NaN or infinity, so it vectorises.
 _REDUCE = {"reassoc", "nsz"}
 
 
-#: Lanes of the explicit vector loops of :func:`_dot` and :func:`_absmax_finite`.
+#: Lanes of the explicit vector loops (:func:`_lane_loop`).
 _LANES = 8
 
 
@@ -77,7 +78,7 @@ def _contiguous_1d(*tys) -> bool:
         all(t.dtype == tys[0].dtype for t in tys) and tys[0].dtype in (types.float64, types.float32)
 
 
-def _lane_loop(context, builder, arrays, elt, body):
+def _lane_loop(builder, arrays, elt, body):
     """Emit ``body(vectors, put)`` over consecutive 8-element chunks of the 1-D arrays, in order.
 
     The last, partial chunk is loaded under a mask (no access past the end),
@@ -101,10 +102,7 @@ def _lane_loop(context, builder, arrays, elt, body):
     with builder.if_then(builder.icmp_signed(">", rem, ir.Constant(n.type, 0))):
         i1v = ir.VectorType(ir.IntType(1), _LANES)
         idx = ir.Constant(ir.VectorType(n.type, _LANES), list(range(_LANES)))
-        splat = builder.insert_element(ir.Constant(ir.VectorType(n.type, _LANES), ir.Undefined), rem,
-                                       ir.Constant(i32, 0))
-        splat = builder.shuffle_vector(splat, splat, ir.Constant(ir.VectorType(i32, _LANES), [0] * _LANES))
-        mask = builder.icmp_signed("<", idx, splat)
+        mask = builder.icmp_signed("<", idx, _splat(builder, rem, ir.VectorType(n.type, _LANES)))
         sfx = "f32" if size == 4 else "f64"
         load = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty.as_pointer(), i32, i1v, vty]),
                                               f"llvm.masked.load.v8{sfx}.p0")
@@ -123,7 +121,7 @@ def _splat(builder, value, vty):
 
 
 def _pairwise_lanes(builder, vacc):
-    """``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))`` of an eight-lane vector."""
+    """``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))`` of an eight-lane vector (its element type)."""
     s = [builder.extract_element(vacc, ir.Constant(ir.IntType(32), k)) for k in range(_LANES)]
     left = builder.fadd(builder.fadd(s[0], s[1]), builder.fadd(s[2], s[3]))
     right = builder.fadd(builder.fadd(s[4], s[5]), builder.fadd(s[6], s[7]))
@@ -159,7 +157,7 @@ def _dot(typingctx, x, y):
                 prod = builder.fpext(prod, dty)
             builder.store(builder.fadd(builder.load(acc), prod), acc)
 
-        _lane_loop(context, builder, arrays, elt, body)
+        _lane_loop(builder, arrays, elt, body)
         return _pairwise_lanes(builder, builder.load(acc))
 
     return types.float64(x, y), codegen
@@ -198,7 +196,7 @@ def _absmax_finite(typingctx, x):
         def body(v, put):
             builder.store(builder.call(vmax, [builder.load(acc), builder.call(vabs, [v[0]])]), acc)
 
-        _lane_loop(context, builder, arrays, elt, body)
+        _lane_loop(builder, arrays, elt, body)
         vacc = builder.load(acc)
         red = cgutils.get_or_insert_function(mod, ir.FunctionType(elt, [vty]), f"llvm.vector.reduce.fmax.v8{sfx}")
         out = builder.call(red, [vacc])
@@ -233,11 +231,8 @@ def _differences_vanish(typingctx, x):
         def body(v, put):
             builder.store(builder.fadd(builder.load(acc), builder.fsub(v[0], v[0])), acc)
 
-        _lane_loop(context, builder, [context.make_array(xt)(context, builder, args[0])], elt, body)
-        vacc = builder.load(acc)
-        total = builder.extract_element(vacc, ir.Constant(ir.IntType(32), 0))
-        for k in range(1, _LANES):
-            total = builder.fadd(total, builder.extract_element(vacc, ir.Constant(ir.IntType(32), k)))
+        _lane_loop(builder, [context.make_array(xt)(context, builder, args[0])], elt, body)
+        total = _pairwise_lanes(builder, builder.load(acc))
         return builder.fcmp_ordered("==", total, ir.Constant(elt, 0.0))
 
     return types.boolean(x), codegen
@@ -273,7 +268,7 @@ def _update_sumsq(typingctx, m, g, beta, alpha):
             sq = builder.fmul(new, new)
             builder.store(builder.fadd(builder.load(acc), builder.fpext(sq, dty) if single else sq), acc)
 
-        _lane_loop(context, builder, arrays, elt, body)
+        _lane_loop(builder, arrays, elt, body)
         return _pairwise_lanes(builder, builder.load(acc))
 
     return types.float64(m, g, beta, alpha), codegen
@@ -472,7 +467,7 @@ def _message_scaled(vec, a, vals, ahead, ahead_rows):  # pragma: no cover - comp
     scales = np.empty(n)
     # Each row is divided by its largest magnitude: a multiplication by the reciprocal (within
     # one rounding of the quotient; the quotient's values for an infinite maximum: zeros, and NaN
-    # for an infinite entry), a division for a subnormal maximum (whose reciprocal overflows) and
+    # for an infinite entry), a division for a subnormal maximum (whose reciprocal may overflow) and
     # for a message out of a chain's end site (din = 1: the plain path's normalise_rows divides);
     # a zero or NaN row stays as it is. The code is inline, twice: a call per row with array
     # arguments costs more than a short row (numba's reference counting).
@@ -552,8 +547,8 @@ def _message_scaled(vec, a, vals, ahead, ahead_rows):  # pragma: no cover - comp
 # ------------------------------------------------------------------ LAPACK
 # The SVD split calls LAPACK's steps of ``gesdd`` itself (``gebrd``, ``bdsdc``),
 # then transforms only the kept singular vectors back (``gesdd``'s ``ormbr`` step,
-# here :func:`_apply_q` and :func:`_apply_p`). The routines are scipy's (the LAPACK numba's own ``np.linalg`` uses); each process
-# registers their addresses under fixed symbol names, which compiled code calls by
+# here :func:`_reflect_columns`). The routines are scipy's (the LAPACK numba's own
+# ``np.linalg`` uses); each process registers their addresses under fixed symbol names, which compiled code calls by
 # name, so the compiled functions stay cacheable.
 _LAPACK = ("dgebrd", "sgebrd", "dbdsdc", "sbdsdc")
 for _name in _LAPACK:
@@ -687,25 +682,34 @@ def _bidiagonal_svd(a):  # pragma: no cover - compiled
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _reflect_columns(v, tau, c, ld, row, keep):  # pragma: no cover - compiled
+    """``C <- (I - tau w w^T) C`` with ``w = e_row + [0 .. 0, v]`` (``v`` from ``row + 1`` on).
+
+    ``C`` is the F-order buffer ``c`` of ``keep`` columns of length ``ld``,
+    taken one column at a time (:func:`_dot` and an update of the column's
+    tail): ``ormbr``'s arithmetic, without its blocked machinery, which costs
+    more than the arithmetic at these sizes.
+    """
+    if tau == 0.0:
+        return
+    for j in range(keep):
+        head = j * ld + row
+        tail = c[head + 1:head + 1 + v.shape[0]]
+        w = (c[head] + _dot(v, tail)) * tau
+        c[head] -= w
+        for r in range(v.shape[0]):
+            tail[r] -= w * v[r]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _apply_q(x, p, q, tauq, c, keep):  # pragma: no cover - compiled
     """``C <- Q C`` for the F-order ``(p, keep)`` buffer ``c``; ``Q = H(1) ... H(q)`` of ``gebrd``.
 
-    ``H(i) = I - tau_i v v^T`` with ``v = e_i + X[i+1:p, i]`` (the F-order ``x``),
-    applied last to first, one column of ``C`` at a time (:func:`_dot` and an
-    update of the column's tail): ``ormbr``'s result to rounding, without its
-    blocked machinery, which costs more than the arithmetic at these sizes.
+    ``H(i) = I - tau_i v v^T`` with ``v = e_i + X[i+1:p, i]`` (a column of the
+    F-order ``x``), applied last to first (:func:`_reflect_columns`).
     """
     for i in range(q - 1, -1, -1):
-        tau = tauq[i]
-        if tau == 0.0:
-            continue
-        v = x[i * p + i + 1:i * p + p]
-        for j in range(keep):
-            tail = c[j * p + i + 1:j * p + p]
-            w = (c[j * p + i] + _dot(v, tail)) * tau
-            c[j * p + i] -= w
-            for r in range(v.shape[0]):
-                tail[r] -= w * v[r]
+        _reflect_columns(x[i * p + i + 1:i * p + p], tauq[i], c, p, i, keep)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -713,23 +717,14 @@ def _apply_p(x, p, q, taup, c, keep):  # pragma: no cover - compiled
     """``C <- P C`` for the F-order ``(q, keep)`` buffer ``c``; ``P = G(1) ... G(q-1)`` of ``gebrd``.
 
     ``G(i) = I - tau_i u u^T`` with ``u = e_{i+1} + X[i, i+2:q]`` (a row of the
-    F-order ``x``, copied to be contiguous), applied last to first as in :func:`_apply_q`.
+    F-order ``x``, copied to be contiguous), applied last to first (:func:`_reflect_columns`).
     """
     u = np.empty(q, dtype=x.dtype)
     for i in range(q - 2, -1, -1):
-        tau = taup[i]
-        if tau == 0.0:
-            continue
         nu = q - i - 2
         for r in range(nu):
             u[r] = x[(i + 2 + r) * p + i]
-        ut = u[:nu]
-        for j in range(keep):
-            tail = c[j * q + i + 2:j * q + q]
-            w = (c[j * q + i + 1] + _dot(ut, tail)) * tau
-            c[j * q + i + 1] -= w
-            for r in range(nu):
-                tail[r] -= w * ut[r]
+        _reflect_columns(u[:nu], taup[i], c, q, i + 1, keep)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
