@@ -29,6 +29,40 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a test that takes more than ~20 s (deselect with -m 'not slow')")
 
 
+@pytest.fixture(params=["numpy", "torch"])
+def step_ops(request, monkeypatch):
+    """Run a test of the gradient steps on the numpy fast path and on the torch path."""
+    if request.param == "torch":
+        import tnborn.training.local_update as lu
+
+        monkeypatch.setattr(lu, "NUMPY_STEP_MAX_WORK", -1)
+    return request.param
+
+
+class HostReads(torch.overrides.TorchFunctionMode):
+    """Count what reads a tensor's values back to Python (each one a host synchronisation on a GPU).
+
+    ``float(t)``, ``bool(t)``, ``int(t)``, ``t.item()``, ``t.tolist()``,
+    ``t.numpy()`` and an ``if t:`` all pass through ``__torch_function__``; on
+    the CPU they cost nothing, on CUDA each one waits for the device. A code
+    path whose count does not grow with the number of gradient steps has no
+    synchronisation per step, which a CPU test can check this way.
+    """
+
+    READS = frozenset({"__float__", "__bool__", "__int__", "__index__", "__complex__", "item", "tolist",
+                       "numpy"})
+
+    def __init__(self):
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.READS:
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))
+
+
 # --------------------------------------------------------------------------- #
 # exact references
 # --------------------------------------------------------------------------- #

@@ -51,3 +51,32 @@ def test_sweep_on_cuda_matches_cpu(batch_size):
     lp_cpu = hist["cpu"][1].log_prob(data)
     lp_gpu = hist["cuda"][1].log_prob(data.cuda()).cpu()
     assert float((lp_cpu - lp_gpu).abs().max()) <= bound
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_gradient_steps_on_cuda_do_not_synchronise_per_step(batch_size):
+    """torch's synchronisation debug mode warns at every operation that waits for the GPU; a
+    loop's count of such warnings does not grow with the gradient steps per bond (the CPU
+    counterpart, tests/test_sweep.py, counts the reads back to Python)."""
+    import warnings
+
+    data = _data(64, 8, seed=0).cuda()
+    counts = {}
+    for steps in (1, 6):
+        g = torch.Generator().manual_seed(1)
+        full = [1] + [2] * 7 + [1]  # uniform [0.05, 1) entries: psi > 0 for every row
+        model = MPSBornMachine([(0.05 + 0.95 * torch.rand(full[k], 2, full[k + 1], generator=g,
+                                                          dtype=torch.float64)).cuda() for k in range(8)])
+        trainer = SweepTrainer(model, lr=0.05, cutoff=1e-3, max_bond=6, descent_steps=steps,
+                               batch_size=batch_size, seed=0, progress=False)
+        trainer.fit(data, loops=1)  # warm-up: caches, lazy initialisation
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                trainer.fit(data, loops=1)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        assert trainer.fallbacks == 0
+        counts[steps] = sum("synchroniz" in str(w.message) for w in caught)
+    assert counts[1] == counts[6], counts

@@ -60,14 +60,6 @@ def _guarded(m, f, r, sl, lr, shrinks, scope):
     return m, "rejected"
 
 
-@pytest.fixture(params=["numpy", "torch"])
-def path(request, monkeypatch):
-    """Run each test on the numpy fast path and on the torch path."""
-    if request.param == "torch":
-        monkeypatch.setattr(lu, "NUMPY_STEP_MAX_WORK", -1)
-    return request.param
-
-
 def test_the_case_separates_the_scopes_by_the_worked_out_numbers():
     eps, lr = 1e-2, 1e-2
     m, f, r = _case(eps)
@@ -86,7 +78,7 @@ def test_the_case_separates_the_scopes_by_the_worked_out_numbers():
 
 
 @pytest.mark.parametrize("shrinks, batch_kind, bond_kind", [(0, "plain", "rejected"), (3, "plain", "shrunk")])
-def test_bond_scope_refuses_a_step_the_batch_scope_accepts(path, shrinks, batch_kind, bond_kind):
+def test_bond_scope_refuses_a_step_the_batch_scope_accepts(step_ops, shrinks, batch_kind, bond_kind):
     m, f, r = _case()
     lr = 1e-2
     for scope, kind in (("batch", batch_kind), ("bond", bond_kind)):
@@ -103,7 +95,7 @@ def test_bond_scope_refuses_a_step_the_batch_scope_accepts(path, shrinks, batch_
                                    atol=tol(torch.float64, "exact"))
 
 
-def test_bond_scope_bound_lets_a_bounded_rise_through(path):
+def test_bond_scope_bound_lets_a_bounded_rise_through(step_ops):
     m, f, r = _case()
     lr = 1e-2
     rise = block_nll(plain_block_step(m, f[:1], r[:1], lr), f, r) - block_nll(m, f, r)
@@ -115,7 +107,7 @@ def test_bond_scope_bound_lets_a_bounded_rise_through(path):
 
 
 @pytest.mark.parametrize("shrinks", [0, 2])
-def test_bond_scope_over_several_batches_never_raises_the_nll_of_the_bond(path, shrinks, monkeypatch):
+def test_bond_scope_over_several_batches_never_raises_the_nll_of_the_bond(step_ops, shrinks, monkeypatch):
     m, f, r = _random_case(0, 40, 6, 5)
     lr = 0.2
     batches = [slice(10 * (k % 4), 10 * (k % 4) + 10) for k in range(12)]
@@ -145,7 +137,7 @@ def test_bond_scope_over_several_batches_never_raises_the_nll_of_the_bond(path, 
     torch.testing.assert_close(got, cur, rtol=0, atol=1e2 * tol(torch.float64, "exact"))
 
 
-def test_full_batches_make_the_scopes_equal(path, monkeypatch):
+def test_full_batches_make_the_scopes_equal(step_ops, monkeypatch):
     """With every row in every batch the two scopes judge on the same rows."""
     margins = record_guard_margins(monkeypatch)
     m, f, r = _random_case(1, 12, 4, 3)
@@ -161,7 +153,7 @@ def test_full_batches_make_the_scopes_equal(path, monkeypatch):
     torch.testing.assert_close(runs["batch"][0], runs["bond"][0], rtol=0, atol=tol(torch.float64, "exact"))
 
 
-def test_without_a_bound_the_scope_does_nothing(path):
+def test_without_a_bound_the_scope_does_nothing(step_ops):
     m, f, r = _case()
     a = block_gradient_steps(m, f, r, [slice(0, 1)], 1e-2, guard_scope="bond")
     b = block_gradient_steps(m, f, r, [slice(0, 1)], 1e-2, guard_scope="batch")
@@ -257,7 +249,7 @@ def _capped_reference(m, f, r, lr, cap):
 
 
 @pytest.mark.parametrize("cap", [0.5, 1.0, 3.0])
-def test_sample_cap_limits_a_rows_own_change_to_the_cap_exactly(path, cap):
+def test_sample_cap_limits_a_rows_own_change_to_the_cap_exactly(step_ops, cap):
     """One row with amplitude eps: rho = 2 lr / eps^2 = 200, so its own term, capped, adds
     exactly cap * eps to its unnormalised amplitude: new psi = ((1 - 2 lr) + cap) eps / ||new||."""
     eps, lr = 1e-2, 1e-2
@@ -274,7 +266,7 @@ def test_sample_cap_limits_a_rows_own_change_to_the_cap_exactly(path, cap):
     assert float(plain[0, 0] / plain[1, 1]) == pytest.approx(((1 - 2 * lr) * eps + 2 * lr / eps) / b, rel=1e-12)
 
 
-def test_sample_cap_above_every_rho_is_the_exact_gradient(path):
+def test_sample_cap_above_every_rho_is_the_exact_gradient(step_ops):
     eps, lr = 1e-2, 1e-2  # rho = 200 for the only row of the batch
     m, f, r = _case(eps)
     torch.testing.assert_close(block_gradient_steps(m, f, r, [slice(0, 1)], lr, max_sample_change=200.5),
@@ -282,7 +274,7 @@ def test_sample_cap_above_every_rho_is_the_exact_gradient(path):
                                atol=tol(torch.float64, "exact"))
 
 
-def test_sample_cap_scales_only_the_rows_above_it(path):
+def test_sample_cap_scales_only_the_rows_above_it(step_ops):
     m, f, r = _random_case(3, 16, 5, 4)
     lr = 0.05
     _, rho = _capped_reference(m, f, r, lr, 1.0)

@@ -21,7 +21,7 @@ import tnborn.training.local_update as lu
 from tnborn.errors import NumericalError
 from tnborn.training.local_update import StepStats, block_gradient_steps
 
-from conftest import block_nll, plain_block_step, record_guard_margins
+from conftest import HostReads, block_nll, plain_block_step, record_guard_margins
 from tolerances import tol
 
 
@@ -45,18 +45,10 @@ def _guarded(m, f, r, lr, bound, shrinks):
     return m, "rejected"
 
 
-@pytest.fixture(params=["numpy", "torch"])
-def path(request, monkeypatch):
-    """Run each test on the numpy fast path and on the torch path."""
-    if request.param == "torch":
-        monkeypatch.setattr(lu, "NUMPY_STEP_MAX_WORK", -1)
-    return request.param
-
-
 @pytest.mark.parametrize("eps, lr, shrinks, outcome", [
     (1e-1, 1e-3, 0, "plain"), (1e-4, 1e-2, 3, "shrunk"), (1e-4, 1e-2, 0, "rejected"),
     (1e-5, 5e-2, 3, "rejected"), (1e-5, 5e-2, 0, "rejected")])
-def test_step_guard_arithmetic_where_it_acts(path, eps, lr, shrinks, outcome, monkeypatch):
+def test_step_guard_arithmetic_where_it_acts(step_ops, eps, lr, shrinks, outcome, monkeypatch):
     margins = record_guard_margins(monkeypatch)
     m, f, r = _case(eps)
     plain = plain_block_step(m, f, r, lr)
@@ -79,7 +71,7 @@ def test_step_guard_arithmetic_where_it_acts(path, eps, lr, shrinks, outcome, mo
         assert float(torch.linalg.vector_norm(got - plain)) > 0.1  # the guard changed the step
 
 
-def test_step_guard_bound_lets_a_bounded_rise_through(path):
+def test_step_guard_bound_lets_a_bounded_rise_through(step_ops):
     m, f, r = _case(1e-4)
     lr = 1e-2
     rise = block_nll(plain_block_step(m, f, r, lr), f, r) - block_nll(m, f, r)
@@ -91,7 +83,7 @@ def test_step_guard_bound_lets_a_bounded_rise_through(path):
 
 
 @pytest.mark.parametrize("shrinks", [0, 3])
-def test_step_guard_over_several_steps_never_rises_the_batch_nll(path, shrinks, monkeypatch):
+def test_step_guard_over_several_steps_never_rises_the_batch_nll(step_ops, shrinks, monkeypatch):
     margins = record_guard_margins(monkeypatch)
     gen = torch.Generator().manual_seed(0)
     f = torch.randn(40, 6, generator=gen, dtype=torch.float64)
@@ -121,14 +113,14 @@ def test_step_guard_over_several_steps_never_rises_the_batch_nll(path, shrinks, 
     torch.testing.assert_close(together, cur, rtol=0, atol=1e2 * tol(torch.float64, "exact"))
 
 
-def test_norm025_rule_is_guarded_too(path):
+def test_norm025_rule_is_guarded_too(step_ops):
     m, f, r = _case(1e-5)
     stats = StepStats()
     got = block_gradient_steps(m, f, r, [slice(None)], 5e-2, rule="norm0.25", max_nll_rise=0.0, stats=stats)
     assert stats.rejected == 1 and torch.equal(got, m)
 
 
-def test_zero_amplitude_before_the_step_is_an_error_also_with_the_guard(path):
+def test_zero_amplitude_before_the_step_is_an_error_also_with_the_guard(step_ops):
     m, f, r = _case(1e-4)
     m = m.clone()
     m[0, 0] = 0.0  # psi = 0 for the first sample: its NLL is infinite
@@ -136,6 +128,41 @@ def test_zero_amplitude_before_the_step_is_an_error_also_with_the_guard(path):
         block_gradient_steps(m, f, r, [slice(None)], 1e-3, max_nll_rise=0.0)
     with pytest.raises(NumericalError, match="psi"):
         block_gradient_steps(m, f, r, [slice(None)], 1e-3)
+
+
+def _random_block(rows: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    f = 0.5 + torch.rand(rows, 6, generator=gen, dtype=torch.float64)  # positive: no psi near 0
+    r = 0.5 + torch.rand(rows, 5, generator=gen, dtype=torch.float64)
+    m = 0.5 + torch.rand(6, 5, generator=gen, dtype=torch.float64)
+    return m / torch.linalg.vector_norm(m), f, r
+
+
+@pytest.mark.parametrize("rule", sorted(lu.RULES))
+def test_steps_without_the_guard_read_nothing_back_per_step(rule, monkeypatch):
+    """On the torch path (CUDA's) the steps never wait for the device: the norm, the rule's
+    rescaling and the finiteness check stay tensors until one check after the last step."""
+    monkeypatch.setattr(lu, "NUMPY_STEP_MAX_WORK", -1)
+    m, f, r = _random_block(40)
+    counts = {}
+    for steps in (1, 9):
+        batches = [slice(10 * (k % 4), 10 * (k % 4) + 10) for k in range(steps)]
+        with HostReads() as reads:
+            block_gradient_steps(m, f, r, batches, 0.05, rule=rule)
+        counts[steps] = len(reads.reads)
+    assert counts[1] == counts[9] <= 2, counts
+
+
+def test_the_step_guard_reads_its_decision_back_each_step(monkeypatch):
+    """The counter sees a read per step where there is one: the guard decides on the host."""
+    monkeypatch.setattr(lu, "NUMPY_STEP_MAX_WORK", -1)
+    m, f, r = _random_block(40)
+    counts = {}
+    for steps in (1, 9):
+        with HostReads() as reads:
+            block_gradient_steps(m, f, r, [slice(0, 10)] * steps, 0.05, max_nll_rise=1.0)
+        counts[steps] = len(reads.reads)
+    assert counts[9] >= counts[1] + 8, counts
 
 
 def test_unknown_rule_is_refused():

@@ -412,7 +412,7 @@ def _half_gradient(m, f, r):
     return f.T @ (r / psi[:, None]) / f.shape[0] - m
 
 
-def test_gradient_rescale_rule_arithmetic_where_it_acts():
+def test_gradient_rescale_rule_arithmetic_where_it_acts(step_ops):
     from tnborn.training.sweep import rescaled_gradient_steps
 
     lr = 0.01
@@ -519,3 +519,31 @@ def test_the_environment_cache_carries_over_between_fits(monkeypatch, edit):
     (nll, arrays, n_reused), (nll_ref, arrays_ref, n_fresh) = runs[True], runs[False]
     assert nll == nll_ref and all(torch.equal(a, b) for a, b in zip(arrays, arrays_ref))
     assert n_reused < n_fresh  # the first half-sweep starts from the cached messages
+
+
+@pytest.mark.parametrize("batch_size", [None, 16])
+def test_sweep_on_the_torch_path_reads_back_per_bond_not_per_step(batch_size, monkeypatch):
+    """The plain torch path (the one CUDA runs) reads values back to the host a fixed number of
+    times per bond update (the kept bond dimension, one finiteness check), however many gradient
+    steps the update takes: each read is a synchronisation on a GPU."""
+    import tnborn.training.local_update as lu
+    from tnborn import kernels
+
+    from conftest import HostReads
+
+    monkeypatch.setattr(lu, "NUMPY_STEP_MAX_WORK", -1)
+    monkeypatch.setattr(kernels, "_choice", "torch")
+    data = torch.randint(0, 2, (64, 8), generator=torch.Generator().manual_seed(0))
+    counts = {}
+    for steps in (1, 6):
+        g = torch.Generator().manual_seed(1)
+        full = [1] + [2] * 7 + [1]  # uniform [0.05, 1) entries: psi > 0 for every row
+        model = MPSBornMachine([0.05 + 0.95 * torch.rand(full[k], 2, full[k + 1], generator=g,
+                                                         dtype=torch.float64) for k in range(8)])
+        trainer = SweepTrainer(model, lr=0.05, cutoff=1e-3, max_bond=6, descent_steps=steps,
+                               batch_size=batch_size, seed=0, progress=False)
+        with HostReads() as reads:
+            trainer.fit(data, loops=1)
+        assert trainer.fallbacks == 0 and trainer.step_stats.steps == 12 * steps
+        counts[steps] = len(reads.reads)
+    assert counts[1] == counts[6], counts

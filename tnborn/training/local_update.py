@@ -24,6 +24,11 @@ batch ``b`` of a normalised block ``M`` (``K x D``, ``psi_b = F_b M R_b``):
    rows drawn for this bond, the union of its batches). Every process sees the
    same all-reduced NLLs, so all take the same decisions.
 
+Without the step guard the steps never wait for the device: the norm of
+``M``, the rule's rescaling and the finiteness checks stay tensors, and one
+check after the last step reads a value back (on a GPU, one synchronisation
+per call, not per step). The guard decides on the host, once per step.
+
 A step is never half-applied: the block a step starts from is kept until the
 new one is accepted. ``psi`` of the new block on the guard's rows is one more
 ``F M R`` product per step, the price of the guard (with ``"bond"`` it is
@@ -137,6 +142,15 @@ class _TorchOps:
     def norm(self, m) -> float:
         return float(torch.linalg.vector_norm(m))
 
+    def normalised(self, m):
+        """``m / ||m||`` with the norm left on the device (no host synchronisation)."""
+        return m / torch.linalg.vector_norm(m)
+
+    def shrink_below(self, d, bound: float):
+        """``d / r`` where ``0 < r = ||d|| / bound < 1``, else ``d``: decided on the device."""
+        ratio = torch.linalg.vector_norm(d) / bound
+        return d / torch.where((ratio > 0) & (ratio < 1), ratio, torch.ones_like(ratio))
+
     def log_abs_sum(self, psi):
         return torch.log(psi.abs()).sum().reshape(1).to(torch.float64)
 
@@ -166,6 +180,13 @@ class _NumpyOps(_TorchOps):
     def norm(self, m) -> float:
         return float(np.sqrt(np.vdot(m, m)))
 
+    def normalised(self, m):
+        return m / self.norm(m)
+
+    def shrink_below(self, d, bound: float):
+        ratio = self.norm(d) / bound
+        return d / ratio if 0.0 < ratio < 1.0 else d
+
     def log_abs_sum(self, psi):
         return torch.tensor([np.log(np.abs(psi)).sum()], dtype=torch.float64)
 
@@ -187,10 +208,8 @@ def _plain_step(m: Any, g: Any, size: int, lr: float, ops: Any) -> Any:
 def _norm025_step(m: Any, g: Any, size: int, lr: float, ops: Any) -> Any:
     """The authors' rule: ``d = G/B - M`` with ``||d|| < numel(M)**0.25`` rescaled to that norm."""
     d = g / size - m
-    ratio = ops.norm(d) / float(m.size if isinstance(m, np.ndarray) else m.numel()) ** 0.25
-    if 0.0 < ratio < 1.0:
-        d = d / ratio
-    return m + (2.0 * lr) * d
+    bound = float(m.size if isinstance(m, np.ndarray) else m.numel()) ** 0.25
+    return m + (2.0 * lr) * ops.shrink_below(d, bound)
 
 
 #: The direction rules a :class:`~tnborn.training.settings.SweepSettings` ``gradient_rescale`` may name
@@ -365,10 +384,13 @@ def _steps(m, feats, last, batches, sizes, lr, step, comm, guard, counts, ops, c
             before = _guard_nll(psi, size, comm, ops, "before a gradient step")
         for shrink in range(guard.max_shrinks + 1):
             new = step(m, g, size, rate, ops)
-            nrm = ops.norm(new)
-            if checked and not (np.isfinite(nrm) and nrm > 0.0):
-                raise NumericalError("the merged tensor became zero or non-finite in a gradient step")
-            new = new / nrm
+            if checked:
+                nrm = ops.norm(new)
+                if not (np.isfinite(nrm) and nrm > 0.0):
+                    raise NumericalError("the merged tensor became zero or non-finite in a gradient step")
+                new = new / nrm
+            else:  # the norm stays on the device: no host synchronisation per step
+                new = ops.normalised(new)
             if max_rise is None:
                 m = new
                 break
