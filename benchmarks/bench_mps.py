@@ -21,7 +21,9 @@ the repository):
   bond at 100 from the first update: the worst case);
 - ``log_prob_1000`` and ``sample_1000``: log P of the 1000 images and 1000
   exact samples on a random bond-100 MPS (``MPSBornMachine.random(784, 100)``)
-  and on the trained max-bond-100 state, median of 5;
+  and on the trained max-bond-100 state, median of 5; log P also with the
+  plain torch path (``set_kernels("torch")``), alternating with the default
+  in the same run, with the ratio and the largest difference between the two;
 - ``threads``: the half-sweep at max bond 30 with 1 and 2 torch threads,
   interleaved;
 - ``reference``: the same half-sweep with a plain-numpy implementation in the
@@ -316,12 +318,27 @@ def section_logp_sample(res, x, args, trained=None):
     if trained is not None:
         states["trained_max100"] = trained
     out_lp, out_s = {}, {}
+    choice = tnborn.kernels.get_kernels()
     for name, model in states.items():
-        lp = timed(lambda: model.log_prob(x), reps, args.device)
-        out_lp[name] = {"seconds_median": lp["wall_median"], "cpu_seconds_median": lp["cpu_median"],
+        # the default path and the plain torch path (set_kernels("torch")) alternating, same process
+        runs = {"default": [], "plain": []}
+        for _ in range(reps):
+            for path, kern in (("default", choice), ("plain", "torch")):
+                tnborn.kernels.set_kernels(kern)
+                runs[path].append(timed(lambda: model.log_prob(x), 1, args.device))
+        tnborn.kernels.set_kernels(choice)
+        lp = {k: [r[k][0] for r in runs["default"]] for k in ("wall", "cpu")}
+        plain = {k: [r[k][0] for r in runs["plain"]] for k in ("wall", "cpu")}
+        result, plain_result = runs["default"][-1]["result"], runs["plain"][-1]["result"]
+        out_lp[name] = {"seconds_median": statistics.median(lp["wall"]),
+                        "cpu_seconds_median": statistics.median(lp["cpu"]),
                         "seconds": lp["wall"], "max_bond": model.max_bond,
-                        "mean_bond": float(np.mean(model.bond_dims())),
-                        "nll": float(-lp["result"].mean())}
+                        "mean_bond": float(np.mean(model.bond_dims())), "bond_dims": list(model.bond_dims()),
+                        "nll": float(-result.mean()),
+                        "plain_path_cpu_seconds_median": statistics.median(plain["cpu"]),
+                        "plain_path_seconds": plain["wall"],
+                        "plain_over_default_cpu": statistics.median(plain["cpu"]) / statistics.median(lp["cpu"]),
+                        "max_abs_difference_to_plain_path": float((result - plain_result).abs().max())}
         counter = iter(range(10**6))
         sm = timed(lambda: model.sample(1000, seed=next(counter)), reps, args.device)
         out_s[name] = {"seconds_median": sm["wall_median"], "cpu_seconds_median": sm["cpu_median"],

@@ -39,6 +39,18 @@ def step_ops(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["numba", "torch"])
+def chain_kernels(request):
+    """Run a test with the compiled kernels (tnborn.kernels, where they apply) and with the plain torch path."""
+    from tnborn import kernels
+
+    if request.param == "numba" and not kernels.available():
+        pytest.skip("numba is not installed")
+    kernels.set_kernels(request.param)
+    yield request.param
+    kernels.set_kernels(None)
+
+
 class HostReads(torch.overrides.TorchFunctionMode):
     """Count what reads a tensor's values back to Python (each one a host synchronisation on a GPU).
 

@@ -24,7 +24,7 @@ from tnborn.errors import ConfigError, NumericalError
 from tnborn.geometries.mps import chain as mk
 from tnborn.training.sweep import _design, block_gradient_steps
 
-from conftest import record_cutoff_margins
+from conftest import all_configs, amplitude_condition, dense_psi, record_cutoff_margins
 from tolerances import rounding_bound
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
@@ -257,6 +257,93 @@ def test_auto_leaves_large_work_to_blas():
         assert kernels.two_site_steps(block, envs, x, None, [slice(None)], 0.1) is None
     finally:
         kernels.NUMBA_MAX_WORK = old
+
+
+#: Bond dimensions of the brute-force chains (N <= 10).
+CHAIN_DIMS = [(2, 4, 8, 16, 32, 16, 8, 4, 2), (2, 1, 2, 1, 2), (3, 5, 7, 5, 3)]
+
+
+def _chain_sites(dims, seed, dtype=torch.float64, positive=False):
+    g = torch.Generator().manual_seed(seed)
+    full = [1] + list(dims) + [1]
+    draw = (lambda *sh: 0.05 + 0.95 * torch.rand(*sh, generator=g, dtype=torch.float64)) if positive else \
+        (lambda *sh: torch.randn(*sh, generator=g, dtype=torch.float64))
+    return [draw(full[k], 2, full[k + 1]).to(dtype) for k in range(len(full) - 1)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("dims", CHAIN_DIMS)
+def test_chain_log_amplitude_equals_brute_force(dims, dtype):
+    """log|psi| and the sign of every configuration against quimb's dense contraction (float64),
+    within the rounding of the chain: ``kappa(x)`` times the steps along a path. The dims take
+    both message paths (Din * Dout above and below SMALL_MESSAGE) and bonds of 1 inside the chain."""
+    sites = _chain_sites(dims, seed=len(dims), dtype=dtype)
+    model = MPSBornMachine([a.to(torch.float64) for a in sites])
+    n = model.num_variables
+    x = all_configs(n)
+    psi = dense_psi(model)
+    kernels.set_kernels("numba")
+    log_abs, sign = kernels.chain_log_amplitude(sites, x)
+    assert log_abs.dtype == dtype and sign.dtype == dtype and log_abs.shape == sign.shape == (2 ** n,)
+    bound = rounding_bound(dtype, sum(dims) + n) * 2 * amplitude_condition(model)
+    assert bool(((log_abs.double() - torch.log(psi.abs())).abs() <= bound).all())
+    assert torch.equal(sign.double(), torch.sign(psi))
+
+
+def test_the_brute_force_chains_take_both_message_paths():
+    from tnborn.kernels._numba_mps import SMALL_MESSAGE
+
+    works = {dl * dr for dims in CHAIN_DIMS for dl, dr in zip(dims, dims[1:] + (1,))}  # messages after site 0
+    assert min(works) <= SMALL_MESSAGE < max(works)
+    assert any(1 in dims for dims in CHAIN_DIMS)  # a message with Din = 1 inside a chain (it divides)
+
+
+def test_chain_log_amplitude_equals_plain_path_on_784_sites():
+    """A positive state (no cancellation: kappa = 1) at MNIST size: both paths to rounding."""
+    sites = _chain_sites([30] * 783, seed=3, positive=True)
+    x = _data(40, 784, seed=2)
+    kernels.set_kernels("numba")
+    got, got_sign = kernels.chain_log_amplitude(sites, x)
+    want, want_sign = mk.log_amplitude_chain(sites, x)
+    bound = 2 * rounding_bound(torch.float64, 30 * 783 + 784)
+    assert float((got - want).abs().max()) <= bound * float(want.abs().max())
+    assert torch.equal(got_sign, want_sign) and bool((got_sign == 1).all())
+
+
+def test_chain_log_amplitude_zero_and_nan_as_the_plain_path():
+    """A zero amplitude is ``-inf`` with sign 0; a NaN entry kills the rows that pass it, like the plain path."""
+    sites = [a.clone() for a in _chain_sites((3, 3, 3, 3, 3), seed=0)]
+    sites[2][0, 1, 0] = float("nan")
+    sites[3][:, 0, :] = 0.0
+    x = all_configs(6)
+    kernels.set_kernels("numba")
+    got = kernels.chain_log_amplitude(sites, x)
+    want = mk.log_amplitude_chain(sites, x)
+    dead = (x[:, 3] == 0) | (x[:, 2] == 1)
+    assert bool(torch.isneginf(got[0][dead]).all()) and bool((got[1][dead] == 0).all())
+    assert bool(torch.isfinite(got[0][~dead]).all()) and bool((~dead).any())
+    assert torch.equal(torch.isneginf(got[0]), torch.isneginf(want[0])) and torch.equal(got[1], want[1])
+
+
+def test_chain_log_amplitude_auto_limit_and_domain(monkeypatch):
+    """``auto`` runs it up to LOG_AMPLITUDE_MAX_WORK (Dl * Dr of the largest site), never for
+    complex sites, sites that need gradients or no rows; the model's log P takes it where it applies."""
+    sites = _chain_sites((2, 4, 3, 2), seed=0)
+    x = _data(10, 5, seed=0)
+    kernels.set_kernels("auto")
+    assert kernels.chain_log_amplitude(sites, x) is not None
+    monkeypatch.setattr(kernels, "LOG_AMPLITUDE_MAX_WORK", 4 * 3 - 1)
+    assert kernels.chain_log_amplitude(sites, x) is None
+    monkeypatch.undo()
+    assert kernels.chain_log_amplitude([a.to(torch.complex128) for a in sites], x) is None
+    assert kernels.chain_log_amplitude([a.requires_grad_() for a in sites], x) is None
+    assert kernels.chain_log_amplitude([a.detach() for a in sites], x[:0]) is None
+    calls = []
+    real = kernels.chain_log_amplitude
+    monkeypatch.setattr(kernels, "chain_log_amplitude", lambda *a: calls.append(1) or real(*a))
+    model = MPSBornMachine([a.detach() for a in sites])
+    model.log_prob(x)
+    assert calls and torch.allclose(model.log_prob(x), model.log_prob(x.numpy()))
 
 
 def _split_with(choice, dims, k, target_left, **rule):

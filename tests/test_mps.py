@@ -47,7 +47,7 @@ def _generic_log_prob(model: BornMachine, x: torch.Tensor) -> torch.Tensor:
 # criterion 1: log_prob equals brute force, probabilities sum to one
 # --------------------------------------------------------------------------- #
 @pytest.mark.parametrize("n,d", SIZES)
-def test_log_prob_matches_brute_force(n, d):
+def test_log_prob_matches_brute_force(n, d, chain_kernels):
     model = _model(n, d, seed=n * 10 + (d or 0))
     x = all_configs(n)
     exact = exact_log_probs(model)
@@ -73,7 +73,7 @@ def test_bond_dims_as_requested():
     assert _model(8, 1).bond_dims() == [1] * 7
 
 
-def test_log_amplitude_sign_and_magnitude():
+def test_log_amplitude_sign_and_magnitude(chain_kernels):
     """log|psi| and the sign agree with the dense amplitudes themselves (not only |psi|^2)."""
     model = _model(7, 4, seed=3)
     psi = dense_psi(model)
@@ -133,7 +133,7 @@ def test_non_normalised_state_gives_normalised_probabilities(where):
     assert torch.allclose(model.log_prob(x), exact, rtol=0, atol=eps)
 
 
-def test_unnormalised_non_canonical_arrays():
+def test_unnormalised_non_canonical_arrays(chain_kernels):
     """A chain built from raw random arrays (no canonical form, Z far from 1)."""
     gen = torch.Generator().manual_seed(7)
     dims = [1, 2, 3, 3, 2, 1]
@@ -247,7 +247,7 @@ def _check_float32_drift(model: MPSBornMachine, x: torch.Tensor) -> None:
     assert drift < tol(torch.float32, "logp_drift"), drift
 
 
-def test_784_sites_random_state_float32_close_to_float64():
+def test_784_sites_random_state_float32_close_to_float64(chain_kernels):
     model = MPSBornMachine.random(784, 100, seed=3)
     assert model.max_bond == 100
     x = torch.randint(0, 2, (8, 784), generator=torch.Generator().manual_seed(0))
@@ -259,7 +259,7 @@ def test_784_sites_random_state_float32_close_to_float64():
     assert torch.allclose(_generic_log_prob(model, x[:2]), lp[:2], atol=1e-8, rtol=0)
 
 
-def test_784_sites_trained_like_state_float32_close_to_float64():
+def test_784_sites_trained_like_state_float32_close_to_float64(chain_kernels):
     model = _structured_784(seed=1)
     try:
         x = torch.as_tensor(np.load(shared_file("mnist1k_train_thr50.npy"))[:8].astype(np.int64))
@@ -369,7 +369,7 @@ def test_entanglement_entropies_match_dense_svd():
         assert abs(ent[k] - float(-(p * torch.log(p)).sum())) < 1e-10
 
 
-def test_zero_amplitudes_give_minus_infinity():
+def test_zero_amplitudes_give_minus_infinity(chain_kernels):
     model = _model(6, 3, seed=1)
     t = model.node_tensor(2)
     data = t.data.clone()

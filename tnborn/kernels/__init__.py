@@ -10,12 +10,14 @@ Two granularities: one piece of one update (:func:`two_site_steps`,
 :func:`mps_site_message`, :func:`split_matrix`), used by the trainer's
 one-update-at-a-time path, and a whole run of consecutive chain updates in
 one call (:func:`chain_updates`, driven by :mod:`tnborn.training.compiled`),
-which removes the Python between the pieces.
+which removes the Python between the pieces. Outside training,
+:func:`chain_log_amplitude` computes a chain's log-amplitudes (the MPS's
+``log_prob``) in one call.
 
 Selection: :func:`set_kernels` or the ``TNBORN_KERNELS`` environment variable,
 
 - ``"auto"`` (default): numba where it applies and the work per step is at
-  most :data:`NUMBA_MAX_WORK`;
+  most :data:`NUMBA_MAX_WORK` (for log-amplitudes: :data:`LOG_AMPLITUDE_MAX_WORK`);
 - ``"numba"``: numba wherever it applies;
 - ``"torch"``: never (the plain path everywhere).
 
@@ -36,7 +38,7 @@ import torch
 from ..errors import ConfigError
 
 __all__ = ["KERNEL_CHOICES", "NUMBA_MAX_WORK", "available", "get_kernels", "set_kernels",
-           "two_site_steps", "mps_site_message", "split_matrix", "ChainRun", "chain_updates",
+           "LOG_AMPLITUDE_MAX_WORK", "two_site_steps", "mps_site_message", "chain_log_amplitude", "split_matrix", "ChainRun", "chain_updates",
            "chain_update_fits"]
 
 #: Accepted values of :func:`set_kernels` / ``TNBORN_KERNELS``.
@@ -47,6 +49,11 @@ KERNEL_CHOICES = ("auto", "numba", "torch")
 #: (numba's loops skip the design matrix's zeros but run at a fraction of the
 #: GEMM rate). See ``benchmarks/bench_kernels.py``.
 NUMBA_MAX_WORK = 3_000_000
+
+#: Largest ``Dl * Dr`` of a chain's sites for which :func:`chain_log_amplitude` runs in
+#: ``"auto"`` mode: measured faster than the plain torch path at every bond up to 200 and
+#: 1000-4000 rows (2-core AMD EPYC, 1 and 2 threads; benchmarks/README.md), unmeasured beyond.
+LOG_AMPLITUDE_MAX_WORK = 200 * 200
 
 _choice: str | None = None
 _numba: Any = None  # the compiled module, or False when numba cannot be imported
@@ -292,6 +299,42 @@ def mps_site_message(a: torch.Tensor, vec: torch.Tensor, log: torch.Tensor, x: t
     y, lo = kern.site_message(np.ascontiguousarray(_array(vec)), _array(log),
                               np.ascontiguousarray(_array(a)), _array(x), int(col))
     return torch.from_numpy(y), torch.from_numpy(lo)
+
+
+def chain_log_amplitude(sites: list[torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``log|psi(x)|`` and the sign of a chain's batch in one compiled call; ``None`` if not applicable.
+
+    The same result as :func:`tnborn.geometries.mps.chain.log_amplitude_chain`
+    to rounding (the log-scales are summed in float64, then cast to the sites'
+    dtype). It applies to real float64/float32 CPU sites without gradients,
+    up to :data:`LOG_AMPLITUDE_MAX_WORK` ``Dl x Dr`` at the largest site in
+    ``"auto"`` mode (the per-row cost; rows add linearly on both paths).
+
+    Parameters
+    ----------
+    sites : list of torch.Tensor
+        ``(D_left, d, D_right)`` site arrays, ``D_left = 1`` at the first site
+        and ``D_right = 1`` at the last.
+    x : torch.Tensor
+        ``(B, N)`` int64 configurations (checked by the caller).
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor) or None
+        ``log|psi|`` (``-inf`` where ``psi = 0``) and the sign (``0`` there), or ``None``.
+    """
+    if not sites or x.device.type != "cpu" or x.dtype != torch.int64 or x.shape[0] == 0:
+        return None
+    kern = _use(max(a.shape[0] * a.shape[2] for a in sites), tuple(sites), LOG_AMPLITUDE_MAX_WORK)
+    if kern is None:
+        return None
+    held, table = _address_table(sites, 3, sites[0].dtype)
+    mant, log = kern.chain_log_amplitude(table, np.ascontiguousarray(x.numpy().T), _array(held[0]))
+    mant, log = torch.from_numpy(mant), torch.from_numpy(log)
+    dead = torch.isneginf(log) | torch.isnan(mant) | (mant == 0)
+    log_abs = torch.where(dead, -np.inf, log + torch.log(mant.abs()))
+    sign = torch.where(dead, torch.zeros_like(mant), torch.sign(mant))
+    return log_abs.to(sites[0].dtype), sign
 
 
 #: Largest ``rows * cols`` of a block that :func:`split_matrix` decomposes in

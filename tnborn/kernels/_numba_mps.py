@@ -20,6 +20,8 @@ the same operations in a different grouping:
   kept vectors transformed back.
 - :func:`chain_sweep` runs whole updates one after another (merge,
   :func:`block_steps`, :func:`split_block`, the message of the site left behind).
+- :func:`chain_log_amplitude` is a chain's ``log|psi(x)|``: the messages of
+  every site, left to right (those of the environments), in one call.
 
 All kernels live in this one module on purpose: numba's cache of a compiled
 function is invalidated by edits to its own file, not to a callee's file (nor
@@ -428,6 +430,44 @@ def _message_vals(vec, log, a, vals):  # pragma: no cover - compiled
     for b in range(vec.shape[0]):
         lo[b] = log[b] + np.log(scale[b])  # log(0) = -inf; NaN stays NaN
     return y, lo
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def chain_log_amplitude(site_table, xt, like):  # pragma: no cover - compiled
+    """``psi(x)`` of a chain as a mantissa and a log-scale, left to right, one message per site.
+
+    Parameters
+    ----------
+    site_table : ndarray
+        ``(N, 4)`` int64 rows ``(address, Dl, d, Dr)`` of the C-contiguous site
+        arrays (of ``like``'s dtype; ``Dl = 1`` at the first site, ``Dr = 1`` at the last).
+    xt : ndarray
+        ``(N, B)`` int64 configurations, one row per site.
+    like : ndarray
+        Any array of the sites' dtype.
+
+    Returns
+    -------
+    mantissa : ndarray
+        ``(B,)`` ``psi / exp(log)``: ``+-1``, ``0`` for ``psi = 0``, NaN where a value was NaN.
+    log : ndarray
+        ``(B,)`` float64 sum of the log-scales (``-inf`` for ``psi = 0``).
+    """
+    n = site_table.shape[0]
+    b = xt.shape[1]
+    sites = [numba.carray(_pointer_like(site_table[k, 0], like),
+                          (site_table[k, 1], site_table[k, 2], site_table[k, 3])) for k in range(n)]
+    first = sites[0]
+    vec = np.empty((b, first.shape[2]), dtype=like.dtype)
+    for r in range(b):
+        vec[r] = first[0, xt[0, r]]
+    log = np.zeros(b)
+    none = np.empty(0, dtype=np.int64)
+    for k in range(1, n):
+        vec, scale = _message_scaled(vec, sites[k], xt[k], vec, none)
+        for r in range(b):
+            log[r] += np.log(scale[r])  # log(0) = -inf; NaN stays NaN
+    return vec[:, 0].copy(), log
 
 
 #: Shortest message row whose maximum :func:`_message_scaled` takes with the vector

@@ -568,9 +568,10 @@ class MPSBornMachine(BornMachine):
         return log + torch.log(env.real.reshape(()))
 
     def _log_amplitude(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Left-to-right log-amplitudes with per-site rescaling (exact, batched)."""
+        """Left-to-right log-amplitudes with per-site rescaling (exact, batched; compiled where that applies)."""
         sites = [a.contiguous() for a in self.site_arrays()]
-        return kern.log_amplitude_chain(sites, x)
+        compiled = kernels.chain_log_amplitude(sites, x)
+        return compiled if compiled is not None else kern.log_amplitude_chain(sites, x)
 
     # ----------------------------------------------------------- sampling
     def _canonical_sites(self, end: int = 0) -> list[torch.Tensor]:
