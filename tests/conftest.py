@@ -360,7 +360,7 @@ def assert_unchanged(model, before: list[torch.Tensor]) -> None:
 
 
 def record_cutoff_margins(monkeypatch) -> list[float]:
-    """Record :func:`tolerances.cutoff_margin` of every split decided by ``truncation_rank``.
+    """Record :func:`tolerances.cutoff_margin` of every split decided by ``truncate_spectrum``.
 
     Patches the rule where the generic split (``interface.blocks``) and the
     MPS fast path (``geometries.mps.machine``) call it; the compiled kernel
@@ -372,14 +372,14 @@ def record_cutoff_margins(monkeypatch) -> list[float]:
     from tolerances import cutoff_margin
 
     margins: list[float] = []
-    real = blocks.truncation_rank
+    real = blocks.truncate_spectrum
 
     def spy(s, cutoff, max_bond, min_bond):
-        margins.append(cutoff_margin(s, cutoff, max_bond, min_bond))
+        margins.append(cutoff_margin(s.sort(descending=True).values, cutoff, max_bond, min_bond))
         return real(s, cutoff, max_bond, min_bond)
 
-    monkeypatch.setattr(blocks, "truncation_rank", spy)
-    monkeypatch.setattr(mps_machine, "truncation_rank", spy)
+    monkeypatch.setattr(blocks, "truncate_spectrum", spy)
+    monkeypatch.setattr(mps_machine, "truncate_spectrum", spy)
     return margins
 
 

@@ -296,6 +296,33 @@ def test_truncation_rank_rules():
         truncation_rank(torch.tensor([1.0, float("nan")]), 0.1, None, 1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_truncate_spectrum_orders_then_applies_the_rule_with_one_read(dtype):
+    """Ascending values (quimb's "svd:eig") are sorted stably, the rule is truncation_rank's, the
+    kept values are normalised, and the values are read back to the host once."""
+    from conftest import HostReads
+
+    from tnborn.primitives import descending_order, truncate_spectrum
+
+    s = torch.tensor([1e-3, 1.0, 2.0, 1.0, 4.0], dtype=dtype)  # a tie: stable order keeps 1 before 3
+    with HostReads() as reads:
+        order, keep, info = truncate_spectrum(s, 0.25, None, 1)
+    assert len(reads.reads) == 1
+    assert order.tolist() == [4, 2, 1, 3, 0] == descending_order(s).tolist()
+    want_keep, want = truncation_rank(s[order], 0.25, None, 1)
+    assert keep == want_keep == 4 and info.bond_dim == 4
+    assert (info.max_discarded, info.discarded_weight) == (want.max_discarded, want.discarded_weight)
+    kept = s[order][:4]
+    assert torch.equal(info.singular_values, kept / torch.linalg.vector_norm(kept))
+    # already descending: no order, the same values
+    order, keep2, info2 = truncate_spectrum(s[order], 0.25, None, 1)
+    assert order is None and keep2 == keep and torch.equal(info2.singular_values, info.singular_values)
+    with pytest.raises(NumericalError, match="non-finite"):
+        truncate_spectrum(torch.tensor([1.0, float("nan"), 2.0], dtype=dtype), 0.1, None, 1)
+    with pytest.raises(NumericalError, match="zero"):
+        truncate_spectrum(torch.zeros(3, dtype=dtype), 0.1, None, 1)
+
+
 # --------------------------------------------------------------------------- #
 # categorical draws
 # --------------------------------------------------------------------------- #

@@ -305,6 +305,8 @@ def test_chain_log_amplitude_equals_plain_path_on_784_sites():
     kernels.set_kernels("numba")
     got, got_sign = kernels.chain_log_amplitude(sites, x)
     want, want_sign = mk.log_amplitude_chain(sites, x)
+    # each path: the products' rounding (kappa = 1: no cancellation), relative to psi, plus the sum
+    # of 783 log-scales, relative to |log psi| (> 1 here, so it bounds both)
     bound = 2 * rounding_bound(torch.float64, 30 * 783 + 784)
     assert float((got - want).abs().max()) <= bound * float(want.abs().max())
     assert torch.equal(got_sign, want_sign) and bool((got_sign == 1).all())

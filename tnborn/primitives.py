@@ -14,7 +14,8 @@ import torch
 from .backend import to_numpy
 from .errors import NumericalError
 
-__all__ = ["SplitInfo", "check_split_finite", "descending_order", "draw_categorical", "truncation_rank"]
+__all__ = ["SplitInfo", "check_split_finite", "descending_order", "draw_categorical", "truncate_spectrum",
+           "truncation_rank"]
 
 
 @dataclass
@@ -152,7 +153,12 @@ def truncation_rank(
     info : SplitInfo
         With ``bond_dim``, ``max_discarded`` and ``discarded_weight`` set.
     """
-    s_host = to_numpy(s).astype(np.float64)
+    keep, max_disc, weight = _rank_on_host(to_numpy(s).astype(np.float64), cutoff, max_bond, min_bond)
+    return keep, SplitInfo(keep, max_disc, weight, s[:keep])
+
+
+def _rank_on_host(s_host: np.ndarray, cutoff: float, max_bond: int | None, min_bond: int) -> tuple[int, float, float]:
+    """:func:`truncation_rank`'s rule on float64 values in descending order: ``(keep, max_disc, weight)``."""
     n = s_host.shape[0]
     if n == 0 or not np.all(np.isfinite(s_host)):
         raise NumericalError("SVD produced non-finite singular values")
@@ -168,4 +174,50 @@ def truncation_rank(
     max_disc = float(disc[0] / s0) if disc.size else 0.0
     total = float(np.sum(s_host**2))
     weight = float(np.sum(disc**2) / total) if total > 0 else 0.0
-    return keep, SplitInfo(keep, max_disc, weight, s[:keep])
+    return keep, max_disc, weight
+
+
+def truncate_spectrum(
+    s: torch.Tensor, cutoff: float, max_bond: int | None, min_bond: int
+) -> tuple[torch.Tensor | None, int, SplitInfo]:
+    """Order, truncation rule and kept values of a split's singular values, reading them to the host once.
+
+    :func:`descending_order` and :func:`truncation_rank` in one step: the
+    values are read back once (one synchronisation per split on a GPU), sorted
+    there if they are not in descending order (stably, like
+    :func:`descending_order`), and the rule applied to them.
+
+    Parameters
+    ----------
+    s : torch.Tensor
+        Real singular values in any order.
+    cutoff, max_bond, min_bond
+        As in :func:`truncation_rank`.
+
+    Returns
+    -------
+    order : torch.Tensor or None
+        int64 indices (on ``s``'s device) that sort ``s`` in descending order,
+        or None when it already is.
+    keep : int
+        Number kept.
+    info : SplitInfo
+        With ``bond_dim``, ``max_discarded``, ``discarded_weight`` and the kept
+        values, in descending order and normalised to unit 2-norm.
+
+    Raises
+    ------
+    NumericalError
+        If a value is not finite or the largest is not positive.
+    """
+    s_host = to_numpy(s).astype(np.float64)
+    order = None
+    if s_host.shape[0] > 1 and not np.all(s_host[:-1] >= s_host[1:]):
+        idx = np.argsort(-s_host, kind="stable")
+        s_host = s_host[idx]
+        order = torch.as_tensor(idx, dtype=torch.int64).to(s.device)
+        s = s.index_select(0, order)
+    keep, max_disc, weight = _rank_on_host(s_host, cutoff, max_bond, min_bond)
+    kept = s[:keep]
+    return order, keep, SplitInfo(keep, max_disc, weight, kept / torch.linalg.vector_norm(kept))
+

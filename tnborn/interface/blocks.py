@@ -16,7 +16,7 @@ import quimb.tensor as qtn
 import torch
 
 from ..errors import ConfigError, NumericalError
-from ..primitives import SplitInfo, check_split_finite, descending_order, truncation_rank
+from ..primitives import SplitInfo, check_split_finite, truncate_spectrum
 from ..structure import Node
 
 __all__ = ["TwoSiteBlock", "TwoSiteMoves"]
@@ -162,17 +162,14 @@ class TwoSiteMoves:
             raise NumericalError(
                 f"the SVD ({method!r}) of the merged block of nodes {block.nodes} did not converge: {exc}"
             ) from exc
-        sv = s.data.real if s.data.is_complex() else s.data
-        order = descending_order(sv)
+        order, keep, info = truncate_spectrum(s.data.real if s.data.is_complex() else s.data, cutoff, max_bond,
+                                              min_bond)
         if order is not None:  # e.g. quimb's "svd:eig" returns ascending values
-            sv = sv[order]
             left.modify(data=left.data.index_select(left.inds.index(block.bond), order.to(left.data.device)))
             right.modify(data=right.data.index_select(right.inds.index(block.bond), order.to(right.data.device)))
-        keep, info = truncation_rank(sv, cutoff, max_bond, min_bond)
         ldata = left.data.narrow(left.inds.index(block.bond), 0, keep)
         rdata = right.data.narrow(right.inds.index(block.bond), 0, keep)
-        kept = sv[:keep]
-        kept = kept / torch.linalg.vector_norm(kept)
+        kept = info.singular_values
         if target == v:
             shape = [1] * rdata.ndim
             shape[right.inds.index(block.bond)] = keep

@@ -13,7 +13,7 @@ from ...backend import check_integer, check_seed, make_generator, resolve_device
 from ...environments import Message, node_message
 from ...errors import ConfigError, NumericalError
 from ...interface import checked_arrays, BornMachine, TwoSiteBlock
-from ...primitives import SplitInfo, check_split_finite, descending_order, draw_categorical, truncation_rank
+from ...primitives import SplitInfo, check_split_finite, draw_categorical, truncate_spectrum
 from ...registry import register_geometry
 from . import chain as kern
 
@@ -467,13 +467,10 @@ class MPSBornMachine(BornMachine):
                 raise NumericalError(
                     f"the SVD ({method!r}) of the merged block of sites {block.nodes} did not converge: {exc}"
                 ) from exc
-            sv = s.real if s.is_complex() else s
-            order = descending_order(sv)
+            order, keep, info = truncate_spectrum(s.real if s.is_complex() else s, cutoff, max_bond, min_bond)
             if order is not None:  # e.g. quimb's "svd:eig" returns ascending values
-                sv, left, right = sv[order], left[:, order], right[order]
-            keep, info = truncation_rank(sv, cutoff, max_bond, min_bond)
-            kept = sv[:keep]
-            kept = kept / torch.linalg.vector_norm(kept)
+                left, right = left[:, order], right[order]
+            kept = info.singular_values
             left, right = left[:, :keep], right[:keep]
             if target == k:
                 left = left * kept.to(left.dtype)
