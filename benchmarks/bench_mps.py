@@ -23,7 +23,8 @@ the repository):
   exact samples on a random bond-100 MPS (``MPSBornMachine.random(784, 100)``)
   and on the trained max-bond-100 state, median of 5; log P also with the
   plain torch path (``set_kernels("torch")``), alternating with the default
-  in the same run, with the ratio and the largest difference between the two;
+  in the same run, with the ratio and the largest difference between the two
+  (sampling with the same seeds on both paths: whether the samples agree);
 - ``threads``: the half-sweep at max bond 30 with 1 and 2 torch threads,
   interleaved;
 - ``reference``: the same half-sweep with a plain-numpy implementation in the
@@ -310,6 +311,38 @@ def section_fullbatch(res, x, args):
         "nll_after": nlls, "cache_bytes": cache, "peak_rss_mb": peak_rss_mb()}
 
 
+def _alternating(fn, reps: int, device: str, seeded: bool = False) -> tuple[dict, dict]:
+    """``fn`` on the default path and on the plain torch path (``set_kernels("torch")``), alternating.
+
+    Returns the wall / CPU seconds and the last result of each (``fn(seed)`` with the
+    same seed on both paths when ``seeded``).
+    """
+    choice = tnborn.kernels.get_kernels()
+    out = {"default": {"wall": [], "cpu": []}, "plain": {"wall": [], "cpu": []}}
+    try:
+        for rep in range(reps):
+            for path, kern in (("default", choice), ("plain", "torch")):
+                tnborn.kernels.set_kernels(kern)
+                t = timed((lambda: fn(rep)) if seeded else fn, 1, device)
+                out[path]["wall"].append(t["wall"][0])
+                out[path]["cpu"].append(t["cpu"][0])
+                out[path]["result"] = t["result"]
+    finally:
+        tnborn.kernels.set_kernels(choice)
+    return out["default"], out["plain"]
+
+
+def _against_plain(default: dict, plain: dict) -> dict:
+    """The plain path's median CPU seconds, its ratio to the default's, the largest difference."""
+    a, b = default["result"], plain["result"]
+    if isinstance(a, tuple):  # (samples, log-probabilities): compare the log-probabilities
+        a, b = a[1], b[1]
+    return {"plain_path_cpu_seconds_median": statistics.median(plain["cpu"]),
+            "plain_path_seconds": plain["wall"],
+            "plain_over_default_cpu": statistics.median(plain["cpu"]) / statistics.median(default["cpu"]),
+            "max_abs_difference_to_plain_path": float((a - b).abs().max())}
+
+
 def section_logp_sample(res, x, args, trained=None):
     """log P of the 1000 images and 1000 exact samples, median of 5."""
     reps = 3 if args.quick else 5
@@ -318,31 +351,20 @@ def section_logp_sample(res, x, args, trained=None):
     if trained is not None:
         states["trained_max100"] = trained
     out_lp, out_s = {}, {}
-    choice = tnborn.kernels.get_kernels()
     for name, model in states.items():
-        # the default path and the plain torch path (set_kernels("torch")) alternating, same process
-        runs = {"default": [], "plain": []}
-        for _ in range(reps):
-            for path, kern in (("default", choice), ("plain", "torch")):
-                tnborn.kernels.set_kernels(kern)
-                runs[path].append(timed(lambda: model.log_prob(x), 1, args.device))
-        tnborn.kernels.set_kernels(choice)
-        lp = {k: [r[k][0] for r in runs["default"]] for k in ("wall", "cpu")}
-        plain = {k: [r[k][0] for r in runs["plain"]] for k in ("wall", "cpu")}
-        result, plain_result = runs["default"][-1]["result"], runs["plain"][-1]["result"]
+        lp, plain = _alternating(lambda: model.log_prob(x), reps, args.device)
         out_lp[name] = {"seconds_median": statistics.median(lp["wall"]),
                         "cpu_seconds_median": statistics.median(lp["cpu"]),
                         "seconds": lp["wall"], "max_bond": model.max_bond,
                         "mean_bond": float(np.mean(model.bond_dims())), "bond_dims": list(model.bond_dims()),
-                        "nll": float(-result.mean()),
-                        "plain_path_cpu_seconds_median": statistics.median(plain["cpu"]),
-                        "plain_path_seconds": plain["wall"],
-                        "plain_over_default_cpu": statistics.median(plain["cpu"]) / statistics.median(lp["cpu"]),
-                        "max_abs_difference_to_plain_path": float((result - plain_result).abs().max())}
-        counter = iter(range(10**6))
-        sm = timed(lambda: model.sample(1000, seed=next(counter)), reps, args.device)
-        out_s[name] = {"seconds_median": sm["wall_median"], "cpu_seconds_median": sm["cpu_median"],
-                       "seconds": sm["wall"], "max_bond": model.max_bond, "centre": model.center}
+                        "nll": float(-lp["result"].mean()), **_against_plain(lp, plain)}
+        # the same seeds on both paths: the samples are compared too
+        sm, plain = _alternating(lambda seed: model.sample(1000, seed=seed), reps, args.device, seeded=True)
+        out_s[name] = {"seconds_median": statistics.median(sm["wall"]),
+                       "cpu_seconds_median": statistics.median(sm["cpu"]),
+                       "seconds": sm["wall"], "max_bond": model.max_bond, "centre": model.center,
+                       **_against_plain(sm, plain),
+                       "same_samples_as_plain_path": bool(torch.equal(sm["result"][0], plain["result"][0]))}
     res["log_prob_1000"] = out_lp
     res["sample_1000"] = out_s
     res["log_prob_1000"]["peak_rss_mb"] = peak_rss_mb()

@@ -348,6 +348,64 @@ def test_chain_log_amplitude_auto_limit_and_domain(monkeypatch):
     assert calls and torch.allclose(model.log_prob(x), model.log_prob(x.numpy()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("conditional", [False, True])
+def test_zipper_binary_draws_what_the_plain_path_draws(dtype, conditional):
+    """The same uniforms, the same decisions: identical values (a decision differs only if a uniform
+    falls within rounding, ~1e-16 relative, of its boundary: probability ~1e-11 over these draws), and
+    log-probabilities to rounding. Bond 40 at 300 sites: both the plain rows and the rescaling."""
+    model = MPSBornMachine.random(300, 40, seed=4, dtype=dtype)
+    sites = [a.contiguous() for a in model._canonical_sites()]
+    b = 400
+    m = torch.ones((b, 1), dtype=dtype)
+    xk = _data(b, 300, seed=1)
+    free = (torch.rand(b, 300, generator=torch.Generator().manual_seed(2)) < 0.7) if conditional else None
+    kernels.set_kernels("numba")
+    gen = torch.Generator().manual_seed(9)
+    got = kernels.zipper_binary(sites, m, xk, free, gen)
+    after = gen.get_state()
+    want = mk.zipper_binary(sites, m, xk, free, torch.Generator().manual_seed(9))
+    assert got is not None and torch.equal(got[0], want[0])
+    if free is not None:
+        assert torch.equal(got[0][~free], xk[~free])  # known values kept
+    # the log-probabilities: 300 ratios of sums of D = 40 squares, relative to |log p| (hundreds)
+    bound = rounding_bound(dtype, 300 * (40 + 4)) * float(want[1].abs().max())
+    assert float((got[1] - want[1]).abs().max()) <= bound
+    check = torch.Generator().manual_seed(9)
+    torch.rand(300, b, dtype=torch.float64, generator=check)
+    assert torch.equal(after, check.get_state())  # the uniforms the plain path draws, no more
+
+
+def test_zipper_binary_leaves_a_zero_weight_to_the_plain_path():
+    """A row that reaches zero amplitude: the kernel returns None and puts the generator back."""
+    sites = [a.contiguous() for a in MPSBornMachine.random(6, 2, seed=0)._canonical_sites()]
+    sites[3] = sites[3].clone()
+    sites[3][:, 1, :] = 0.0  # psi = 0 whenever x_3 = 1: a known 1 there reaches zero weight
+    xk = torch.ones((5, 6), dtype=torch.int64)
+    free = torch.ones((5, 6), dtype=torch.bool)
+    free[:, 3] = False
+    kernels.set_kernels("numba")
+    gen = torch.Generator().manual_seed(0)
+    state = gen.get_state()
+    assert kernels.zipper_binary(sites, torch.ones((5, 1), dtype=torch.float64), xk, free, gen) is None
+    assert torch.equal(gen.get_state(), state)
+    with pytest.raises(NumericalError, match="zero amplitude"):
+        mk.zipper_binary(sites, torch.ones((5, 1), dtype=torch.float64), xk, free, gen)
+
+
+def test_zipper_binary_domain():
+    sites = [a.contiguous() for a in MPSBornMachine.random(5, 3, seed=0)._canonical_sites()]
+    m, xk, gen = torch.ones((4, 1), dtype=torch.float64), _data(4, 5, seed=0), torch.Generator()
+    kernels.set_kernels("auto")
+    assert kernels.zipper_binary(sites, m, xk, None, gen) is not None
+    assert kernels.zipper_binary([a.to(torch.complex128) for a in sites], m.to(torch.complex128), xk, None,
+                                 gen) is None
+    assert kernels.zipper_binary(sites, m.float(), xk, None, gen) is None  # dtypes differ
+    assert kernels.zipper_binary(sites, m[:0], xk[:0], None, gen) is None
+    kernels.set_kernels("torch")
+    assert kernels.zipper_binary(sites, m, xk, None, gen) is None
+
+
 def _split_with(choice, dims, k, target_left, **rule):
     kernels.set_kernels(choice)
     model = _positive_mps(dims, seed=7)

@@ -76,7 +76,7 @@ def _check_conditional(model, samples, logp, exact, x, known):
 # --------------------------------------------------------------------------- #
 # unconditional
 # --------------------------------------------------------------------------- #
-def test_fast_sampler_matches_exact(model, exact):
+def test_fast_sampler_matches_exact(model, exact, chain_kernels):
     before, center = snapshot(model), model.center
     samples, logp = model.sample(NUM, seed=1)
     assert samples.shape == (NUM, N) and samples.dtype == torch.int64
@@ -98,7 +98,7 @@ def test_generic_sampler_matches_exact(model, exact):
     assert_samples_match(samples, torch.arange(2**N), exact)
 
 
-def test_sampler_without_known_centre(exact):
+def test_sampler_without_known_centre(exact, chain_kernels):
     """A model whose centre is unknown (and Z != 1) samples the same distribution."""
     m = MPSBornMachine.random(N, 4, seed=21)
     t = m.node_tensor(3)
@@ -137,7 +137,7 @@ X_REF = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0, 1, 1])
 
 
 @pytest.mark.parametrize("name", list(MASKS))
-def test_fast_conditional_sampler(model, exact, name):
+def test_fast_conditional_sampler(model, exact, name, chain_kernels):
     known = MASKS[name]
     out, logp = model.sample_conditional(X_REF[None], known, num_samples=NUM, seed=7)
     assert out.shape == (1, NUM, N) and logp.shape == (1, NUM)
@@ -151,7 +151,7 @@ def test_generic_conditional_sampler(model, exact, name):
     _check_conditional(model, samples, logp, exact, X_REF, known)
 
 
-def test_per_row_masks(model, exact):
+def test_per_row_masks(model, exact, chain_kernels):
     """A 2-D mask: every row has its own known set (and its own known values)."""
     rows = ["left_half", "right_half", "scattered", "single_free", "all_free"]
     known = torch.stack([MASKS[r] for r in rows])
@@ -178,7 +178,7 @@ def test_unknown_entries_of_x_are_ignored(model):
     assert torch.equal(a, b) and torch.equal(la, lb)
 
 
-def test_same_seed_same_samples(model):
+def test_same_seed_same_samples(model, chain_kernels):
     a = model.sample_conditional(X_REF[None], MASKS["scattered"], num_samples=500, seed=12)
     b = model.sample_conditional(X_REF[None], MASKS["scattered"], num_samples=500, seed=12)
     c = model.sample_conditional(X_REF[None], MASKS["scattered"], num_samples=500, seed=13)
@@ -192,7 +192,7 @@ def test_same_seed_same_samples(model):
     assert torch.equal(g1[0], g2[0])
 
 
-def test_conditioning_on_an_impossible_configuration_raises():
+def test_conditioning_on_an_impossible_configuration_raises(chain_kernels):
     m = MPSBornMachine.random(6, 2, seed=0)
     t = m.node_tensor(0)
     data = t.data.clone()

@@ -38,7 +38,8 @@ import torch
 from ..errors import ConfigError
 
 __all__ = ["KERNEL_CHOICES", "NUMBA_MAX_WORK", "available", "get_kernels", "set_kernels",
-           "LOG_AMPLITUDE_MAX_WORK", "two_site_steps", "mps_site_message", "chain_log_amplitude", "split_matrix", "ChainRun", "chain_updates",
+           "LOG_AMPLITUDE_MAX_WORK", "two_site_steps", "mps_site_message", "chain_log_amplitude",
+           "zipper_binary", "split_matrix", "ChainRun", "chain_updates",
            "chain_update_fits"]
 
 #: Accepted values of :func:`set_kernels` / ``TNBORN_KERNELS``.
@@ -335,6 +336,56 @@ def chain_log_amplitude(sites: list[torch.Tensor], x: torch.Tensor) -> tuple[tor
     log_abs = torch.where(dead, -np.inf, log + torch.log(mant.abs()))
     sign = torch.where(dead, torch.zeros_like(mant), torch.sign(mant))
     return log_abs.to(sites[0].dtype), sign
+
+
+def zipper_binary(sites: list[torch.Tensor], m: torch.Tensor, xk: torch.Tensor, free: torch.Tensor | None,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """:func:`tnborn.geometries.mps.chain.zipper_binary` in one compiled call; ``None`` if not applicable.
+
+    The uniforms are drawn from ``gen`` up front, one ``(B,)`` row per site:
+    the numbers the plain path draws one site at a time (the CPU generator's
+    stream is the same). The draws agree with the plain path's except where a
+    uniform falls within rounding of a decision boundary. Where the kernel
+    meets a zero or non-finite weight, ``gen`` is put back and ``None``
+    returned, so that the plain path raises its precise error. Applies to
+    real float64/float32 CPU sites up to :data:`LOG_AMPLITUDE_MAX_WORK`
+    ``Dl x Dr`` (``"auto"``) and a CPU generator.
+
+    Parameters
+    ----------
+    sites : list of torch.Tensor
+        ``(D_left, 2, D_right)`` arrays of the sites to sample, in order.
+    m : torch.Tensor
+        ``(B, D_left)`` contraction of the part before them.
+    xk : torch.Tensor
+        ``(B, len(sites))`` int64 values used where ``free`` is False.
+    free : torch.Tensor or None
+        ``(B, len(sites))`` bool rows to draw per site; ``None``: all.
+    gen : torch.Generator
+        Source of the uniforms.
+
+    Returns
+    -------
+    (torch.Tensor, torch.Tensor) or None
+        ``(B, len(sites))`` int64 values and ``(B,)`` float64 log-probabilities, or ``None``.
+    """
+    if not sites or m.shape[0] == 0 or gen.device.type != "cpu" or any(a.shape[1] != 2 for a in sites):
+        return None
+    kern = _use(max(a.shape[0] * a.shape[2] for a in sites), (*sites, m), LOG_AMPLITUDE_MAX_WORK)
+    if kern is None or xk.device.type != "cpu":
+        return None
+    held, table = _address_table(sites, 3, m.dtype)
+    state = gen.get_state()
+    uniforms = torch.rand(len(sites), m.shape[0], dtype=torch.float64, generator=gen)
+    flags = np.zeros((0, 0), dtype=np.bool_) if free is None else np.ascontiguousarray(free.numpy())
+    tiny = float(np.sqrt(torch.finfo(m.dtype).tiny))
+    values, logp, status = kern.zipper_binary(table, np.ascontiguousarray(_array(m)),
+                                              np.ascontiguousarray(xk.to(torch.int64).numpy()), flags,
+                                              free is not None, uniforms.numpy(), tiny)
+    if status:
+        gen.set_state(state)
+        return None
+    return torch.from_numpy(values), torch.from_numpy(logp)
 
 
 #: Largest ``rows * cols`` of a block that :func:`split_matrix` decomposes in

@@ -22,6 +22,8 @@ the same operations in a different grouping:
   :func:`block_steps`, :func:`split_block`, the message of the site left behind).
 - :func:`chain_log_amplitude` is a chain's ``log|psi(x)|``: the messages of
   every site, left to right (those of the environments), in one call.
+- :func:`zipper_binary` samples the sites of a chain with a right-canonical
+  remainder, the draws of the plain path's zipper with its uniforms given.
 
 All kernels live in this one module on purpose: numba's cache of a compiled
 function is invalidated by edits to its own file, not to a callee's file (nor
@@ -468,6 +470,104 @@ def chain_log_amplitude(site_table, xt, like):  # pragma: no cover - compiled
         for r in range(b):
             log[r] += np.log(scale[r])  # log(0) = -inf; NaN stays NaN
     return vec[:, 0].copy(), log
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def zipper_binary(site_table, m0, xk, free, has_free, uniforms, tiny):  # pragma: no cover - compiled
+    """Exact sampling of consecutive ``d = 2`` sites with a right-canonical remainder, in one call.
+
+    The draws of :func:`tnborn.geometries.mps.chain.zipper_binary` with its
+    uniforms given: at site ``j`` the weight of value 0 is ``w = ||m A_0||^2``
+    of the total ``tot`` (the previous site's chosen weight), row ``b`` takes 1
+    iff ``uniforms[j, b] * tot >= w``, and ``m A_1`` is computed only for the
+    rows that take 1. Rows are rescaled when a weight falls below ``tiny``.
+
+    Parameters
+    ----------
+    site_table : ndarray
+        ``(n, 4)`` int64 rows ``(address, Dl, 2, Dr)`` of C-contiguous site arrays of ``m0``'s dtype.
+    m0 : ndarray
+        ``(B, D)`` contraction of the part before the first site.
+    xk : ndarray
+        ``(B, n)`` int64 values used where ``free`` is False.
+    free : ndarray
+        ``(B, n)`` bool, rows to draw per site (read only if ``has_free``).
+    has_free : bool
+        Whether ``free`` applies (else every row is drawn).
+    uniforms : ndarray
+        ``(n, B)`` float64 uniforms, one per site and row.
+    tiny : float
+        Rescale the rows when the smallest weight is below it.
+
+    Returns
+    -------
+    values : ndarray
+        ``(B, n)`` int64.
+    logp : ndarray
+        ``(B,)`` float64 sum of the log-probabilities of the drawn values.
+    status : int
+        0: done; 1: a free row has zero weight at the first site; 2: a row
+        reached zero or non-finite weight (the caller runs the plain path,
+        which raises the precise error).
+    """
+    n = site_table.shape[0]
+    b = m0.shape[0]
+    values = np.empty((b, n), dtype=np.int64)
+    logp = np.zeros(b)
+    tot = np.empty(b)
+    for r in range(b):
+        tot[r] = _dot(m0[r], m0[r])
+        if not tot[r] > 0 and (not has_free or free[r, 0]):
+            return values, logp, 1
+    m = m0
+    w = np.empty(b)
+    ones = np.empty(b, dtype=np.int64)
+    for j in range(n):
+        a = numba.carray(_pointer_like(site_table[j, 0], m0), (site_table[j, 1], 2, site_table[j, 3]))
+        dl = a.shape[0]
+        dr = a.shape[2]
+        y = np.dot(m, np.ascontiguousarray(a[:, 0, :]))
+        cnt = 0
+        for r in range(b):
+            wr = _dot(y[r], y[r])
+            v = np.int64(uniforms[j, r] * tot[r] >= wr)
+            if has_free and not free[r, j]:
+                v = xk[r, j]
+            values[r, j] = v
+            w[r] = wr
+            ones[cnt] = r
+            cnt += v  # (no branch: the draws are unpredictable)
+        if cnt:
+            buf = np.empty((cnt, dl), dtype=m.dtype)
+            for i in range(cnt):  # (explicit loops: numba's row assignment costs more)
+                src = m[ones[i]]
+                for c in range(dl):
+                    buf[i, c] = src[c]
+            res = np.dot(buf, np.ascontiguousarray(a[:, 1, :]))
+            for i in range(cnt):
+                dst = y[ones[i]]
+                for c in range(dr):
+                    dst[c] = res[i, c]
+                w[ones[i]] = _dot(res[i], res[i])
+        low = np.inf
+        for r in range(b):
+            if not w[r] < np.inf:  # inf or NaN
+                return values, logp, 2
+            if not has_free or free[r, j]:
+                logp[r] += np.log(w[r] / tot[r])
+            low = min(low, w[r])
+        if low == 0.0:
+            return values, logp, 2
+        if low < tiny:
+            for r in range(b):
+                inv = 1.0 / np.sqrt(w[r])
+                for c in range(dr):
+                    y[r, c] *= inv
+                tot[r] = 1.0
+        else:
+            tot[:] = w
+        m = y
+    return values, logp, 0
 
 
 #: Shortest message row whose maximum :func:`_message_scaled` takes with the vector

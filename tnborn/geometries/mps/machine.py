@@ -685,7 +685,10 @@ class MPSBornMachine(BornMachine):
         if start < n:
             tail = known[:, start:]
             free = ~tail if bool(tail.any()) else None
-            vals, lp = kern.zipper_binary(sites[start:], m, x[:, start:], free, gen)
+            tail_sites = sites[start:]
+            compiled = kernels.zipper_binary(tail_sites, m, x[:, start:], free, gen)  # where it applies
+            vals, lp = compiled if compiled is not None else kern.zipper_binary(tail_sites, m, x[:, start:],
+                                                                               free, gen)
             x[:, start:] = vals
             logp = logp + lp
         return x, logp
