@@ -296,6 +296,59 @@ def test_truncation_rank_rules():
         truncation_rank(torch.tensor([1.0, float("nan")]), 0.1, None, 1)
 
 
+def _scaled(geometry: str, dtype: torch.dtype, factors) -> tuple[BornMachine, torch.Tensor]:
+    """A 10-variable model with node ``k`` scaled by ``factors[k]`` (centre dropped), and the exact
+    log P of every configuration (scale-invariant: from the unscaled float64 model)."""
+    cls = tnborn.MPSBornMachine if geometry == "mps" else tnborn.TreeBornMachine
+    exact_model = cls.random(10, 3, seed=4)
+    exact = exact_log_probs(exact_model)
+    model = exact_model.copy()
+    for k, node in enumerate(model.nodes()):
+        t = model.node_tensor(node)
+        t.modify(data=(t.data * factors[k % len(factors)]).to(dtype))
+    model.drop_center()
+    return model, exact
+
+
+@pytest.mark.parametrize("geometry", ["mps", "tree"])
+@pytest.mark.parametrize("dtype, factor", [(torch.float32, 1e6), (torch.float64, 1e-50)])
+def test_canonical_form_of_a_state_whose_norm_leaves_the_dtype_range(geometry, dtype, factor):
+    """sqrt(Z) = factor ** nodes beyond the range (float32: >= 1e48 > 3.4e38; float64: <= 1e-400,
+    below the smallest subnormal): the QR moves alone would leave an infinite or zero centre. move_center, normalize,
+    log P and sampling give the exact distribution (the rule acts: checked by the plain moves)."""
+    model, exact = _scaled(geometry, dtype, [factor])
+    plain = model.copy()
+    centre = plain.nodes()[-1]
+    plain._move_center(centre)  # the QR moves without the rule
+    norm = float(torch.linalg.vector_norm(plain.node_tensor(centre).data.double()))
+    assert not (math.isfinite(norm) and norm > 0)
+    x = all_configs(10)
+    bound = 1e3 * tol(dtype, "exact")  # 10 sites of rounding in dtype, relative to log P ~ 10
+    assert float((model.log_prob(x) - exact).abs().max()) <= bound  # log-scaled: fine before too
+    samples, logp = model.sample(20000, seed=3)
+    assert float((logp - exact[config_index(samples)]).abs().max()) <= bound
+    assert_samples_match(samples, torch.arange(2**10), exact)
+    model.move_center(model.nodes()[2])
+    assert all(bool(torch.isfinite(a).all()) for a in (model.node_tensor(n).data for n in model.nodes()))
+    assert float((model.log_prob(x) - exact).abs().max()) <= bound
+    model.drop_center()
+    model.normalize()
+    assert abs(float(model.log_norm())) <= bound
+
+
+def test_canonical_form_that_overflows_even_at_unit_norm_is_refused_and_changes_nothing():
+    """Half the sites scaled by 1e100, half by 1e-100: Z is moderate, but the norm the QR moves carry
+    from the left half (1e500) overflows whatever the overall scale. A clear error, the network unchanged."""
+    model, exact = _scaled("mps", torch.float64, [1e100] * 5 + [1e-100] * 5)
+    assert math.isfinite(float(model.log_norm()))
+    before = snapshot(model)
+    with pytest.raises(NumericalError, match="canonical form"):
+        model.move_center(9)
+    assert_unchanged(model, before) and model.center is None
+    # what needs no canonical form still works
+    assert float((model.log_prob(all_configs(10)) - exact).abs().max()) <= 1e3 * tol(torch.float64, "exact")
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_truncate_spectrum_orders_then_applies_the_rule_with_one_read(dtype):
     """Ascending values (quimb's "svd:eig") are sorted stably, the rule is truncation_rank's, the

@@ -125,22 +125,70 @@ class CanonicalForm:
         """Move the orthogonality centre to ``node`` by exact gauge moves (QR).
 
         With no known centre every other node is first made an isometry
-        pointing towards ``node`` (farthest nodes first); the state is unchanged.
+        pointing towards ``node`` (farthest nodes first); the state is
+        unchanged, unless ``sqrt(Z)`` is beyond the dtype's range: then it is
+        first scaled to ``Z = 1`` (the probabilities are unchanged).
 
         Parameters
         ----------
         node : hashable
             The new centre.
+
+        Raises
+        ------
+        NumericalError
+            If no canonical form with a finite, non-zero centre is reached
+            (the network is then left as it was).
         """
         self._require_tree("a canonical form")
         self._check_unless_trusted()
         node = self._check_node(node)
         if self._center == node:
             return
-        self._move_center(node)
+        if self._center is None:
+            self._canonicalise_from_scratch(node)
+        else:
+            self._move_center(node)
         self._center = node
         self._center_marks = {}
         self._mark(self._structure.nodes)
+
+    def _canonicalise_from_scratch(self, node: Node) -> None:
+        """:meth:`_move_center` with no known centre, safe where ``sqrt(Z)`` is beyond the dtype's range.
+
+        The QR moves carry the norm of everything they pass to the centre, so a
+        state whose ``sqrt(Z)`` overflows (or underflows) would end with a
+        non-finite (or zero) centre. Then the tensors are put back, every tensor
+        is scaled by ``Z**(-1/(2 N))`` (``log Z`` from the log-scaled
+        contraction, so that ``Z = 1``: the probabilities are unchanged) and
+        the moves run again.
+        """
+        nodes = self._structure.nodes
+        saved = [(n, self.node_tensor(n).data, tuple(self.node_tensor(n).inds)) for n in nodes]
+        self._move_center(node)
+        if self._usable_center(node):
+            return
+        for n, data, inds in saved:
+            self.node_tensor(n).modify(data=data, inds=inds)
+        log_z = float(self.log_norm())
+        if not math.isfinite(log_z):
+            raise NumericalError(f"cannot bring the network into canonical form: log Z = {log_z}")
+        factor = math.exp(-log_z / (2 * len(nodes)))
+        for n in nodes:
+            t = self.node_tensor(n)
+            t.modify(data=t.data * factor)
+        self._move_center(node)
+        if not self._usable_center(node):
+            for n, data, inds in saved:
+                self.node_tensor(n).modify(data=data, inds=inds)
+            raise NumericalError(
+                f"cannot bring the network into canonical form: the QR moves leave a zero or non-finite "
+                f"centre even with Z scaled to 1 (log Z = {log_z:.6g}); the network was not modified")
+
+    def _usable_center(self, node: Node) -> bool:
+        """Whether the centre tensor is finite and not zero (its norm is ``sqrt(Z)``)."""
+        norm = torch.linalg.vector_norm(self.node_tensor(node).data)
+        return bool(torch.isfinite(norm) & (norm > 0))
 
     def _move_center(self, node: Node) -> None:
         """Gauge moves bringing the centre to ``node`` (generic: QR along the tree via quimb)."""

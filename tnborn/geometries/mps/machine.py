@@ -572,10 +572,18 @@ class MPSBornMachine(BornMachine):
 
     # ----------------------------------------------------------- sampling
     def _canonical_sites(self, end: int = 0) -> list[torch.Tensor]:
-        """Copies of the site arrays, canonical towards a unit-norm centre at site ``end``."""
+        """Copies of the site arrays, canonical towards a unit-norm centre at site ``end``.
+
+        With no known centre, a state whose ``sqrt(Z)`` is beyond the dtype's
+        range is canonicalised as :meth:`move_center` does it (scaled to
+        ``Z = 1`` first), on a copy.
+        """
+        if self._center is None:
+            model = self.copy()
+            model.move_center(end)  # (safe from overflow; raises NumericalError where it cannot)
+            return model._canonical_sites(end)
         mps = self._tn.copy()
-        cur = "calc" if self._center is None else self._center
-        mps.canonize(end, cur_orthog=cur)
+        mps.canonize(end, cur_orthog=self._center)
         tensors = [mps[mps.site_tag(k)] for k in range(len(self._tensors))]
         sites = _lpr_sites(tensors, self._bonds, self._phys)
         sites[end] = sites[end] / torch.linalg.vector_norm(sites[end])

@@ -409,11 +409,15 @@ class TreeBornMachine(BornMachine):
 
     # ----------------------------------------------------------- sampling
     def _root_canonical_arrays(self) -> list[torch.Tensor]:
-        """Node arrays canonical towards the root (new tensors where they differ; ``self`` untouched)."""
+        """Node arrays canonical towards the root (new tensors where they differ; ``self`` untouched).
+
+        With no known centre every carried ``R`` is normalised (the sampler needs
+        the state only up to a factor): no norm beyond the dtype's range is formed.
+        """
         st = self._struct
         arrays = [self._data(n) for n in range(st.num_nodes)]
         if self._center is None:
-            _canonize_all(st, arrays, st.root)
+            _canonize_all(st, arrays, st.root, normalise=True)
         elif self._center != st.root:
             path = st.path(self._center, st.root)
             for a, b in zip(path[:-1], path[1:]):
