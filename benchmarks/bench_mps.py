@@ -364,7 +364,8 @@ def section_logp_sample(res, x, args, trained=None):
                        "cpu_seconds_median": statistics.median(sm["cpu"]),
                        "seconds": sm["wall"], "max_bond": model.max_bond, "centre": model.center,
                        **_against_plain(sm, plain),
-                       "same_samples_as_plain_path": bool(torch.equal(sm["result"][0], plain["result"][0]))}
+                       "same_samples_as_plain_path": bool(torch.equal(sm["result"][0], plain["result"][0])),
+                       "ones_fraction": float(sm["result"][0].double().mean())}
     res["log_prob_1000"] = out_lp
     res["sample_1000"] = out_s
     res["log_prob_1000"]["peak_rss_mb"] = peak_rss_mb()
