@@ -406,6 +406,32 @@ def test_zipper_binary_domain():
     assert kernels.zipper_binary(sites, m, xk, None, gen) is None
 
 
+def test_chain_kernels_refuse_what_they_would_read_out_of_bounds():
+    """They read the sites by address and the values as indices: bad shapes or values are refused."""
+    sites = _chain_sites((2, 3, 2), seed=0)
+    x = _data(4, 4, seed=0)
+    kernels.set_kernels("numba")
+    for bad_x in (x[:, :3], x + 2, -x - 1):
+        with pytest.raises(ValueError, match="chain kernel input"):
+            kernels.chain_log_amplitude(sites, bad_x)
+    broken = [sites[0], sites[1][:, :, :2], sites[2], sites[3]]  # Dr = 2 meets Dl = 3
+    with pytest.raises(ValueError, match="matching bonds"):
+        kernels.chain_log_amplitude(broken, x)
+    with pytest.raises(ValueError, match="matching bonds"):
+        kernels.chain_log_amplitude(sites[:3], x[:, :3])  # the last site's Dr is 2, not 1
+    m, gen = torch.ones((4, 1), dtype=torch.float64), torch.Generator()
+    free = torch.ones((4, 4), dtype=torch.bool)
+    free[:, 1] = False
+    with pytest.raises(ValueError, match="known values"):
+        kernels.zipper_binary(sites, m, x + 2 * (~free), free, gen)  # a known value of 2
+    with pytest.raises(ValueError, match="bool mask"):
+        kernels.zipper_binary(sites, m, x, free[:, :3], gen)
+    with pytest.raises(ValueError, match="matching bonds"):
+        kernels.zipper_binary(sites, torch.ones((4, 2), dtype=torch.float64), x, None, gen)
+    # unknown entries may hold anything: they are never read
+    assert kernels.zipper_binary(sites, m, x + 5 * free, free, gen) is not None
+
+
 def _split_with(choice, dims, k, target_left, **rule):
     kernels.set_kernels(choice)
     model = _positive_mps(dims, seed=7)

@@ -303,6 +303,23 @@ def mps_site_message(a: torch.Tensor, vec: torch.Tensor, log: torch.Tensor, x: t
     return torch.from_numpy(y), torch.from_numpy(lo)
 
 
+def _check_chain(sites: list[torch.Tensor], first: int, last: int | None = None) -> None:
+    """Refuse site arrays that do not form a chain (``ValueError``): the kernels read them by address.
+
+    Every site is ``(Dl, d, Dr)`` with the same ``d``, ``Dr`` of a site is ``Dl`` of the next, the
+    first site's ``Dl`` is ``first`` and (unless None) the last site's ``Dr`` is ``last``.
+    """
+    shapes = [tuple(a.shape) for a in sites]
+    ok = all(len(sh) == 3 for sh in shapes) and shapes[0][0] == first and last in (None, shapes[-1][2])
+    ok = ok and all(sh[1] == shapes[0][1] for sh in shapes) and all(
+        a[2] == b[0] for a, b in zip(shapes[:-1], shapes[1:]))
+    if not ok:
+        got = shapes if len(shapes) <= 6 else shapes[:3] + ["..."] + shapes[-2:]
+        raise ValueError(f"chain kernel input: expected (Dl, d, Dr) sites with matching bonds, Dl = {first} "
+                         f"at the first site" + ("" if last is None else f" and Dr = {last} at the last")
+                         + f", got shapes {got}")
+
+
 def chain_log_amplitude(sites: list[torch.Tensor], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
     """``log|psi(x)|`` and the sign of a chain's batch in one compiled call; ``None`` if not applicable.
 
@@ -330,6 +347,10 @@ def chain_log_amplitude(sites: list[torch.Tensor], x: torch.Tensor) -> tuple[tor
     kern = _use(max(a.shape[0] * a.shape[2] for a in sites), tuple(sites), LOG_AMPLITUDE_MAX_WORK)
     if kern is None:
         return None
+    _check_chain(sites, 1, 1)
+    if x.dim() != 2 or x.shape[1] != len(sites) or bool(((x < 0) | (x >= sites[0].shape[1])).any()):
+        raise ValueError(f"chain kernel input: expected ({x.shape[0]}, {len(sites)}) values in "
+                         f"[0, {sites[0].shape[1]}), got shape {tuple(x.shape)}")
     held, table = _address_table(sites, 3, sites[0].dtype)
     mant, log = kern.chain_log_amplitude(table, np.ascontiguousarray(x.numpy().T), _array(held[0]))
     mant, log = torch.from_numpy(mant), torch.from_numpy(log)
@@ -375,6 +396,14 @@ def zipper_binary(sites: list[torch.Tensor], m: torch.Tensor, xk: torch.Tensor, 
     kern = _use(max(a.shape[0] * a.shape[2] for a in sites), (*sites, m), LOG_AMPLITUDE_MAX_WORK)
     if kern is None or xk.device.type != "cpu":
         return None
+    _check_chain(sites, m.shape[1])
+    if free is not None and (free.shape != xk.shape or free.dtype != torch.bool):
+        raise ValueError(f"chain kernel input: expected a bool mask of shape {tuple(xk.shape)}, got "
+                         f"{free.dtype} {tuple(free.shape)}")
+    fixed = xk if free is None else xk[~free]
+    if xk.shape != (m.shape[0], len(sites)) or (free is not None and bool(((fixed < 0) | (fixed > 1)).any())):
+        raise ValueError(f"chain kernel input: expected ({m.shape[0]}, {len(sites)}) known values in [0, 2), "
+                         f"got shape {tuple(xk.shape)}")
     held, table = _address_table(sites, 3, m.dtype)
     state = gen.get_state()
     uniforms = torch.rand(len(sites), m.shape[0], dtype=torch.float64, generator=gen)
