@@ -430,6 +430,12 @@ def test_chain_kernels_refuse_what_they_would_read_out_of_bounds():
         kernels.zipper_binary(sites, torch.ones((4, 2), dtype=torch.float64), x, None, gen)
     # unknown entries may hold anything: they are never read
     assert kernels.zipper_binary(sites, m, x + 5 * free, free, gen) is not None
+    a, vec, log = sites[1], torch.rand(4, 2, dtype=torch.float64), torch.zeros(4, dtype=torch.float64)
+    assert kernels.mps_site_message(a, vec, log, x, 1) is not None
+    for args in ((a, vec, log, x, 4), (a, vec, log, x + 2, 1), (a, vec[:, :1], log, x, 1),
+                 (a, vec, log[:3], x, 1)):
+        with pytest.raises(ValueError, match="chain kernel input"):
+            kernels.mps_site_message(*args)
 
 
 def _split_with(choice, dims, k, target_left, **rule):

@@ -298,6 +298,12 @@ def mps_site_message(a: torch.Tensor, vec: torch.Tensor, log: torch.Tensor, x: t
     kern = _use(work, (a, vec))
     if kern is None or x.device.type != "cpu" or log.device.type != "cpu":
         return None
+    n = vec.shape[0]
+    if (a.dim() != 3 or vec.dim() != 2 or vec.shape[1] != a.shape[0] or tuple(log.shape) != (n,)
+            or x.dim() != 2 or x.shape[0] != n or not 0 <= int(col) < x.shape[1]):  # (values: in the kernel)
+        raise ValueError(f"chain kernel input: expected a (Din, d, Dout) site, (n, Din) vectors, (n,) log-scales "
+                         f"and (n, N) values in [0, d) with 0 <= col < N; got {tuple(a.shape)}, {tuple(vec.shape)}, "
+                         f"{tuple(log.shape)}, {tuple(x.shape)}, col={col}")
     y, lo = kern.site_message(np.ascontiguousarray(_array(vec)), _array(log),
                               np.ascontiguousarray(_array(a)), _array(x), int(col))
     return torch.from_numpy(y), torch.from_numpy(lo)

@@ -420,8 +420,17 @@ def site_message(vec, log, a, x, col):  # pragma: no cover - compiled
     -------
     y, log_out : ndarray
         ``(n, Dout)`` rescaled vectors and ``(n,)`` log-scales (``-inf`` for a zero row).
+
+    Raises
+    ------
+    ValueError
+        If a value ``x[b, col]`` is outside ``[0, d)``.
     """
-    return _message_vals(vec, log, a, x[:, col])
+    vals = x[:, col]
+    for b in range(vals.shape[0]):
+        if vals[b] < 0 or vals[b] >= a.shape[1]:
+            raise ValueError("chain kernel input: a value outside [0, d)")
+    return _message_vals(vec, log, a, vals)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
