@@ -12,12 +12,12 @@ one-update-at-a-time path, and a whole run of consecutive chain updates in
 one call (:func:`chain_updates`, driven by :mod:`tnborn.training.compiled`),
 which removes the Python between the pieces. Outside training,
 :func:`chain_log_amplitude` computes a chain's log-amplitudes (the MPS's
-``log_prob``) in one call.
+``log_prob``) and :func:`zipper_binary` draws its samples, each in one call.
 
 Selection: :func:`set_kernels` or the ``TNBORN_KERNELS`` environment variable,
 
 - ``"auto"`` (default): numba where it applies and the work per step is at
-  most :data:`NUMBA_MAX_WORK` (for log-amplitudes: :data:`LOG_AMPLITUDE_MAX_WORK`);
+  most :data:`NUMBA_MAX_WORK` (for log-amplitudes and sampling: :data:`LOG_AMPLITUDE_MAX_WORK`);
 - ``"numba"``: numba wherever it applies;
 - ``"torch"``: never (the plain path everywhere).
 
@@ -293,6 +293,12 @@ def mps_site_message(a: torch.Tensor, vec: torch.Tensor, log: torch.Tensor, x: t
     -------
     (torch.Tensor, torch.Tensor) or None
         Rescaled vectors and log-scales, or ``None``.
+
+    Raises
+    ------
+    ValueError
+        Where it applies, for shapes that do not fit, a column outside ``x``
+        or a value outside ``[0, d)`` (the kernel reads by address).
     """
     work = vec.shape[0] * a.shape[0] * a.shape[2]
     kern = _use(work, (a, vec))
@@ -341,12 +347,18 @@ def chain_log_amplitude(sites: list[torch.Tensor], x: torch.Tensor) -> tuple[tor
         ``(D_left, d, D_right)`` site arrays, ``D_left = 1`` at the first site
         and ``D_right = 1`` at the last.
     x : torch.Tensor
-        ``(B, N)`` int64 configurations (checked by the caller).
+        ``(B, N)`` int64 configurations, values in ``[0, d)``.
 
     Returns
     -------
     (torch.Tensor, torch.Tensor) or None
         ``log|psi|`` (``-inf`` where ``psi = 0``) and the sign (``0`` there), or ``None``.
+
+    Raises
+    ------
+    ValueError
+        Where it applies, for sites that do not form a chain or values the
+        kernel would read out of bounds (it reads by address).
     """
     if not sites or x.device.type != "cpu" or x.dtype != torch.int64 or x.shape[0] == 0:
         return None
@@ -396,6 +408,12 @@ def zipper_binary(sites: list[torch.Tensor], m: torch.Tensor, xk: torch.Tensor, 
     -------
     (torch.Tensor, torch.Tensor) or None
         ``(B, len(sites))`` int64 values and ``(B,)`` float64 log-probabilities, or ``None``.
+
+    Raises
+    ------
+    ValueError
+        Where it applies, for sites that do not form a chain from ``m``, a
+        mask of another shape, or known values outside ``{0, 1}``.
     """
     if not sites or m.shape[0] == 0 or gen.device.type != "cpu" or any(a.shape[1] != 2 for a in sites):
         return None
