@@ -287,7 +287,9 @@ def test_chain_log_amplitude_equals_brute_force(dims, dtype):
     assert log_abs.dtype == dtype and sign.dtype == dtype and log_abs.shape == sign.shape == (2 ** n,)
     bound = rounding_bound(dtype, sum(dims) + n) * 2 * amplitude_condition(model)
     assert bool(((log_abs.double() - torch.log(psi.abs())).abs() <= bound).all())
-    assert torch.equal(sign.double(), torch.sign(psi))
+    # the sign is determined where rounding cannot reach |psi| (relative bound below one)
+    sure = bound < 1
+    assert torch.equal(sign.double()[sure], torch.sign(psi)[sure]) and bool(sure.any())
 
 
 def test_the_brute_force_chains_take_both_message_paths():
@@ -351,9 +353,11 @@ def test_chain_log_amplitude_auto_limit_and_domain(monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("conditional", [False, True])
 def test_zipper_binary_draws_what_the_plain_path_draws(dtype, conditional):
-    """The same uniforms, the same decisions: identical values (a decision differs only if a uniform
-    falls within rounding, ~1e-16 relative, of its boundary: probability ~1e-11 over these draws), and
-    log-probabilities to rounding. Bond 40 at 300 sites: both the plain rows and the rescaling."""
+    """The same uniforms, the same decisions. A decision at site ``j`` can differ only if its uniform
+    falls within the rounding of ``w / tot`` (``j (D + 4)`` steps) of the boundary: at most ``2 x``
+    that bound per draw. Summed over the draws that is below one in float64 (so every row is
+    identical) but not in float32, where only that many rows may differ. Log-probabilities of the
+    identical rows agree to rounding. Bond 40 at 300 sites: both the plain rows and the rescaling."""
     model = MPSBornMachine.random(300, 40, seed=4, dtype=dtype)
     sites = [a.contiguous() for a in model._canonical_sites()]
     b = 400
@@ -365,12 +369,15 @@ def test_zipper_binary_draws_what_the_plain_path_draws(dtype, conditional):
     got = kernels.zipper_binary(sites, m, xk, free, gen)
     after = gen.get_state()
     want = mk.zipper_binary(sites, m, xk, free, torch.Generator().manual_seed(9))
-    assert got is not None and torch.equal(got[0], want[0])
+    assert got is not None
+    same = (got[0] == want[0]).all(dim=1)
+    may_differ = b * sum(2 * rounding_bound(dtype, j * (40 + 4)) for j in range(1, 301))
+    assert int((~same).sum()) <= may_differ and (dtype != torch.float64 or bool(same.all()))
     if free is not None:
         assert torch.equal(got[0][~free], xk[~free])  # known values kept
     # the log-probabilities: 300 ratios of sums of D = 40 squares, relative to |log p| (hundreds)
     bound = rounding_bound(dtype, 300 * (40 + 4)) * float(want[1].abs().max())
-    assert float((got[1] - want[1]).abs().max()) <= bound
+    assert float((got[1][same] - want[1][same]).abs().max()) <= bound
     check = torch.Generator().manual_seed(9)
     torch.rand(300, b, dtype=torch.float64, generator=check)
     assert torch.equal(after, check.get_state())  # the uniforms the plain path draws, no more

@@ -524,8 +524,9 @@ def test_the_environment_cache_carries_over_between_fits(monkeypatch, edit):
 @pytest.mark.parametrize("batch_size", [None, 16])
 def test_sweep_on_the_torch_path_reads_back_per_bond_not_per_step(batch_size, monkeypatch):
     """The plain torch path (the one CUDA runs) reads values back to the host a fixed number of
-    times per bond update (the kept bond dimension, one finiteness check), however many gradient
-    steps the update takes: each read is a synchronisation on a GPU."""
+    times per bond update (a finiteness check after the steps, the singular values, a finiteness
+    check of the split halves), however many gradient steps the update takes: each read is a
+    synchronisation on a GPU."""
     import tnborn.training.local_update as lu
     from tnborn import kernels
 
