@@ -165,11 +165,15 @@ class CanonicalForm:
         """
         nodes = self._structure.nodes
         saved = [(n, self.node_tensor(n).data, tuple(self.node_tensor(n).inds)) for n in nodes]
+
+        def restore() -> None:
+            for n, data, inds in saved:
+                self.node_tensor(n).modify(data=data, inds=inds)
+
         self._move_center(node)
         if self._usable_center(node):
             return
-        for n, data, inds in saved:
-            self.node_tensor(n).modify(data=data, inds=inds)
+        restore()
         log_z = float(self.log_norm())
         if not math.isfinite(log_z):
             raise NumericalError(f"cannot bring the network into canonical form: log Z = {log_z}")
@@ -179,8 +183,7 @@ class CanonicalForm:
             t.modify(data=t.data * factor)
         self._move_center(node)
         if not self._usable_center(node):
-            for n, data, inds in saved:
-                self.node_tensor(n).modify(data=data, inds=inds)
+            restore()
             raise NumericalError(
                 f"cannot bring the network into canonical form: the QR moves leave a zero or non-finite "
                 f"centre even with Z scaled to 1 (log Z = {log_z:.6g}); the network was not modified")

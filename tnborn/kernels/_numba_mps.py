@@ -466,8 +466,7 @@ def chain_log_amplitude(site_table, xt, like):  # pragma: no cover - compiled
     """
     n = site_table.shape[0]
     b = xt.shape[1]
-    sites = [numba.carray(_pointer_like(site_table[k, 0], like),
-                          (site_table[k, 1], site_table[k, 2], site_table[k, 3])) for k in range(n)]
+    sites = [_table_site(site_table, k, like) for k in range(n)]
     first = sites[0]
     vec = np.empty((b, first.shape[2]), dtype=like.dtype)
     for r in range(b):
@@ -532,7 +531,7 @@ def zipper_binary(site_table, m0, xk, free, has_free, uniforms, tiny):  # pragma
     w = np.empty(b)
     ones = np.empty(b, dtype=np.int64)
     for j in range(n):
-        a = numba.carray(_pointer_like(site_table[j, 0], m0), (site_table[j, 1], 2, site_table[j, 3]))
+        a = _table_site(site_table, j, m0)
         dl = a.shape[0]
         dr = a.shape[2]
         y = np.dot(m, np.ascontiguousarray(a[:, 0, :]))
@@ -744,6 +743,13 @@ def _pointer_like(typingctx, address, like):
         return builder.inttoptr(context.cast(builder, args[0], signature.args[0], types.intp), target)
 
     return types.CPointer(like.dtype)(address, like), codegen
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _table_site(table, k, like):  # pragma: no cover - compiled
+    """Row ``k`` of an address table, ``(address, Dl, d, Dr)``, as the C-contiguous site array it
+    points to (elements of ``like``'s dtype)."""
+    return numba.carray(_pointer_like(table[k, 0], like), (table[k, 1], table[k, 2], table[k, 3]))
 
 
 @intrinsic
@@ -1094,8 +1100,7 @@ def chain_sweep(site_table, lo, static_table, mvec, xt, k0, nbonds, leftward, ro
         one at ``progress[0]`` left nothing changed.
     """
     for j in range(site_table.shape[0]):
-        sites.append(numba.carray(_pointer_like(site_table[j, 0], mvec),
-                                  (site_table[j, 1], site_table[j, 2], site_table[j, 3])))
+        sites.append(_table_site(site_table, j, mvec))
     stats = np.zeros(2)
     starts = np.empty(nsteps, dtype=np.int64)
     stops = np.empty(nsteps, dtype=np.int64)
