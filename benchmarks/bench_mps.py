@@ -25,6 +25,9 @@ the repository):
   plain torch path (``set_kernels("torch")``), alternating with the default
   in the same run, with the ratio and the largest difference between the two
   (sampling with the same seeds on both paths: whether the samples agree);
+- ``chain_eval`` (only with ``--only``): log P of the 1000 images and 1000
+  samples on random chains of bond 2 to 200, compiled against the plain torch
+  path, alternating in the same run;
 - ``threads``: the half-sweep at max bond 30 with 1 and 2 torch threads,
   interleaved;
 - ``reference``: the same half-sweep with a plain-numpy implementation in the
@@ -371,6 +374,24 @@ def section_logp_sample(res, x, args, trained=None):
     res["log_prob_1000"]["peak_rss_mb"] = peak_rss_mb()
 
 
+def section_chain_eval(res, x, args):
+    """log P of the 1000 images and 1000 samples on random chains of several bonds: the compiled
+    chain kernels against the plain torch path, alternating in the same run (median of 3)."""
+    bonds = (2, 26, 100) if args.quick else (2, 10, 26, 50, 100, 200)
+    out = {}
+    for bond in bonds:
+        model = MPSBornMachine.random(N_PIXELS, bond, seed=0, dtype=args.dtype, device=args.device)
+        lp, plain_lp = _alternating(lambda: model.log_prob(x), 3, args.device)
+        sm, plain_sm = _alternating(lambda seed: model.sample(1000, seed=seed), 3, args.device, seeded=True)
+        out[str(bond)] = {
+            "log_prob_cpu_seconds_median": statistics.median(lp["cpu"]),
+            "log_prob_seconds": lp["wall"], "log_prob": _against_plain(lp, plain_lp),
+            "sample_cpu_seconds_median": statistics.median(sm["cpu"]),
+            "sample_seconds": sm["wall"], "sample": _against_plain(sm, plain_sm),
+            "same_samples_as_plain_path": bool(torch.equal(sm["result"][0], plain_sm["result"][0]))}
+    res["chain_eval"] = out
+
+
 def _half_sweep_once(model, x, device):
     """One half-sweep at the max-bond-30 settings on a copy of ``model``; wall and CPU seconds."""
     trainer, clock = train_capped(model.copy(), x, 30, 1, device)
@@ -542,7 +563,8 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float64")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: tnborn's default)")
     p.add_argument("--only", nargs="*", default=None,
-                   choices=["train", "fullbatch", "logp", "threads", "reference", "large", "authors"],
+                   choices=["train", "fullbatch", "logp", "chain_eval", "threads", "reference", "large",
+                            "authors"],
                    help="sections to run (default: all but large)")
     p.add_argument("--authors-code", type=Path, default=None,
                    help="folder of a checkout of congzlwag/UnsupGenModbyMPS (holding MPScumulant.py): "
@@ -580,6 +602,8 @@ def main(argv=None) -> int:
         step("fullbatch", section_fullbatch, res, x, args)
     if "logp" in sections:
         step("logp/sample", section_logp_sample, res, x, args, trained100)
+    if "chain_eval" in sections:
+        step("chain_eval", section_chain_eval, res, x, args)
     if model30 is None and ("threads" in sections or "reference" in sections):
         model30, _, _ = start_loop(x, args.dtype, args.device)
         train_capped(model30, x, 30, 4, args.device)

@@ -53,8 +53,8 @@ NUMBA_MAX_WORK = 3_000_000
 
 #: Largest ``Dl * Dr`` of a chain's sites for which :func:`chain_log_amplitude` and
 #: :func:`zipper_binary` run in ``"auto"`` mode: measured faster than the plain torch path
-#: at every bond up to 200 and 1000-4000 rows (2-core AMD EPYC, 1 and 2 threads; sampling at
-#: bond 200 with 2 threads a tie; benchmarks/README.md), unmeasured beyond.
+#: at every bond up to 200 (2-core AMD EPYC, 1 and 2 threads, ``bench_mps.py --only
+#: chain_eval``; benchmarks/README.md), unmeasured beyond.
 LOG_AMPLITUDE_MAX_WORK = 200 * 200
 
 _choice: str | None = None
