@@ -547,4 +547,9 @@ def test_sweep_on_the_torch_path_reads_back_per_bond_not_per_step(batch_size, mo
             trainer.fit(data, loops=1)
         assert trainer.fallbacks == 0 and trainer.step_stats.steps == 12 * steps
         counts[steps] = len(reads.reads)
+        cache = EnvironmentCache(model, data)
+        for source, target in model.sweep_schedule()[0][:3]:  # one update: exactly the three reads
+            with HostReads() as reads:
+                trainer.update_bond(cache, source, target)
+            assert len(reads.reads) == 3, reads.reads
     assert counts[1] == counts[6], counts
